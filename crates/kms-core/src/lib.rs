@@ -1,0 +1,15 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod key;
+pub mod provider;
+
+pub use async_trait::async_trait;
+pub use error::{BoxError, Cause, Error, Result};
+pub use format::{Envelope, IvLength};
+pub use key::{DataKey, Fingerprint, KeyId, KeyMaterial, KeyVersion};
+pub use provider::{HealthStatus, KeyMetadata, KeyProvider, VersionInfo, resolve_key};

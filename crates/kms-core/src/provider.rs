@@ -1,0 +1,334 @@
+//! The provider trait and the data it returns.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::format::Envelope;
+use crate::key::{DataKey, KeyId, KeyVersion};
+
+/// A source of data keys: env variables, AWS SSM, Google Secret Manager,
+/// HashiCorp Vault, or a wrapper around another provider (cache, retries,
+/// circuit breaker) that implements this same trait.
+///
+/// Object-safe: the facade holds an `Arc<dyn KeyProvider>`.
+///
+/// Implementations map their SDK errors onto [`Error`] with the spec's
+/// meanings: unreachable or throttled gives [`Error::Unavailable`]
+/// (temporary), missing key or version gives [`Error::KeyNotFound`], refused
+/// credentials give [`Error::AccessDenied`], a stored value that is not 64
+/// hex characters gives [`Error::InvalidKeyLength`].
+#[async_trait]
+pub trait KeyProvider: Send + Sync + Debug + 'static {
+    /// Short name of the provider (`env`, `aws`, `gcp`, `vault`).
+    /// Wrappers return the name of what they wrap.
+    fn name(&self) -> &'static str;
+
+    /// The current (newest enabled) version of a key: what new encryptions use.
+    async fn current_key(&self, key_id: &KeyId) -> Result<DataKey>;
+
+    /// One specific version of a key, for decrypting older ciphertexts.
+    async fn key_version(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey>;
+
+    /// Every version of a key the provider still has, oldest first.
+    async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>>;
+
+    /// Creates a new current version of a key. Older versions stay readable,
+    /// so every existing ciphertext stays decryptable.
+    ///
+    /// The default refuses with [`Error::Unsupported`].
+    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
+        let _ = key_id;
+        Err(Error::Unsupported {
+            provider: self.name(),
+            message: "this provider cannot create key versions".into(),
+        })
+    }
+
+    /// What the provider knows about a key (the spec's metadata response).
+    async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata>;
+
+    /// Whether the provider answers, and how fast. Never fails: an
+    /// unreachable provider gives `healthy: false` with a message.
+    async fn health(&self) -> HealthStatus;
+}
+
+#[async_trait]
+impl<P: KeyProvider + ?Sized> KeyProvider for Arc<P> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    async fn current_key(&self, key_id: &KeyId) -> Result<DataKey> {
+        (**self).current_key(key_id).await
+    }
+    async fn key_version(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey> {
+        (**self).key_version(key_id, version).await
+    }
+    async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
+        (**self).versions(key_id).await
+    }
+    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
+        (**self).rotate(key_id).await
+    }
+    async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
+        (**self).metadata(key_id).await
+    }
+    async fn health(&self) -> HealthStatus {
+        (**self).health().await
+    }
+}
+
+#[async_trait]
+impl<P: KeyProvider + ?Sized> KeyProvider for Box<P> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    async fn current_key(&self, key_id: &KeyId) -> Result<DataKey> {
+        (**self).current_key(key_id).await
+    }
+    async fn key_version(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey> {
+        (**self).key_version(key_id, version).await
+    }
+    async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
+        (**self).versions(key_id).await
+    }
+    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
+        (**self).rotate(key_id).await
+    }
+    async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
+        (**self).metadata(key_id).await
+    }
+    async fn health(&self) -> HealthStatus {
+        (**self).health().await
+    }
+}
+
+/// Finds the key that encrypted a ciphertext.
+///
+/// First the provider's native version from the header; if that version is
+/// missing or holds other key bytes (the key's versions were copied to
+/// another provider, which numbers them differently), every version of the
+/// key is searched, newest first, for the header's fingerprint.
+///
+/// # Errors
+/// [`Error::KeyNotFound`] when no version of the key has the fingerprint;
+/// provider errors other than "not found" and "access denied" on a single
+/// version are passed on.
+pub async fn resolve_key(provider: &dyn KeyProvider, envelope: &Envelope<'_>) -> Result<DataKey> {
+    let key_id = envelope.key_id()?;
+    let hint = envelope.key_version()?;
+    match provider.key_version(&key_id, &hint).await {
+        Ok(key) if key.fingerprint() == envelope.fingerprint() => return Ok(key),
+        Ok(_) | Err(Error::KeyNotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let versions = provider.versions(&key_id).await?;
+    for info in versions.iter().rev().filter(|v| v.version != hint) {
+        match provider.key_version(&key_id, &info.version).await {
+            Ok(key) if key.fingerprint() == envelope.fingerprint() => return Ok(key),
+            Ok(_) | Err(Error::KeyNotFound { .. } | Error::AccessDenied { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::key_not_found(key_id, Some(hint)))
+}
+
+/// One version of a key, as listed by [`KeyProvider::versions`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct VersionInfo {
+    /// The provider's native version name.
+    pub version: KeyVersion,
+    /// When it was created, if known.
+    #[serde(with = "rfc3339_opt")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// Whether it can be read (a disabled or destroyed version cannot).
+    pub enabled: bool,
+}
+
+impl VersionInfo {
+    /// A listed version.
+    #[must_use]
+    pub fn new(version: KeyVersion, created_at: Option<DateTime<Utc>>, enabled: bool) -> Self {
+        VersionInfo {
+            version,
+            created_at,
+            enabled,
+        }
+    }
+}
+
+impl Serialize for KeyVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        KeyVersion::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        KeyId::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Key metadata, serialized with the spec's field names
+/// (`keyId`, `description`, `createdAt`, `lastRotated`, `enabled`,
+/// `keyUsage`, `keySpec`), plus the provider and current version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct KeyMetadata {
+    /// The key id.
+    pub key_id: KeyId,
+    /// A human description.
+    pub description: Option<String>,
+    /// When the key (its first version) was created.
+    #[serde(with = "rfc3339_opt")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// When the current version was created, if there was a rotation.
+    #[serde(with = "rfc3339_opt")]
+    pub last_rotated: Option<DateTime<Utc>>,
+    /// Whether the key can be used.
+    pub enabled: bool,
+    /// Always `ENCRYPT_DECRYPT`.
+    pub key_usage: String,
+    /// Always `AES-256`.
+    pub key_spec: String,
+    /// The provider (`env`, `aws`, `gcp`, `vault`).
+    pub provider: String,
+    /// The current version's native name.
+    pub current_version: Option<KeyVersion>,
+    /// How many versions the provider holds.
+    pub version_count: Option<u64>,
+}
+
+impl KeyMetadata {
+    /// Metadata with the spec's fixed values (`enabled: true`,
+    /// `keyUsage: ENCRYPT_DECRYPT`, `keySpec: AES-256`) and nothing else known.
+    #[must_use]
+    pub fn new(key_id: KeyId, provider: &str) -> Self {
+        KeyMetadata {
+            key_id,
+            description: None,
+            created_at: None,
+            last_rotated: None,
+            enabled: true,
+            key_usage: "ENCRYPT_DECRYPT".into(),
+            key_spec: "AES-256".into(),
+            provider: provider.into(),
+            current_version: None,
+            version_count: None,
+        }
+    }
+}
+
+/// The spec's health response: `provider`, `healthy`, `lastChecked`,
+/// `responseTime` (milliseconds), plus an `error` message when unhealthy and
+/// the circuit breaker state when one is in the stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct HealthStatus {
+    /// The provider.
+    pub provider: String,
+    /// Whether it answered correctly.
+    pub healthy: bool,
+    /// When the check ran.
+    #[serde(with = "rfc3339")]
+    pub last_checked: DateTime<Utc>,
+    /// How long the check took, in milliseconds.
+    pub response_time: u64,
+    /// Why it is unhealthy (never a credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Circuit breaker state (`closed`, `open`, `half-open`) when one is in the stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit: Option<String>,
+}
+
+impl HealthStatus {
+    /// A healthy result, checked now.
+    #[must_use]
+    pub fn healthy(provider: &str, response_time_ms: u64) -> Self {
+        HealthStatus {
+            provider: provider.into(),
+            healthy: true,
+            last_checked: Utc::now(),
+            response_time: response_time_ms,
+            error: None,
+            circuit: None,
+        }
+    }
+
+    /// An unhealthy result, checked now.
+    #[must_use]
+    pub fn unhealthy(provider: &str, response_time_ms: u64, error: impl Into<String>) -> Self {
+        HealthStatus {
+            healthy: false,
+            error: Some(error.into()),
+            ..HealthStatus::healthy(provider, response_time_ms)
+        }
+    }
+}
+
+/// RFC 3339 with whole seconds and `Z`, as in the spec's examples.
+mod rfc3339 {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+mod rfc3339_opt {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        t: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::rfc3339::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| {
+                DateTime::parse_from_rfc3339(&s)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(serde::de::Error::custom)
+            })
+            .transpose()
+    }
+}

@@ -1,0 +1,201 @@
+//! The [`Kms`] handle: encrypt, decrypt, rotate, metadata, health.
+
+use std::fmt;
+use std::sync::Arc;
+
+use kms_core::format::{self, Envelope};
+use kms_core::{
+    Error, HealthStatus, IvLength, KeyId, KeyMetadata, KeyProvider, KeyVersion, Result, crypto,
+    resolve_key,
+};
+
+use crate::config::{KmsBuilder, KmsConfig};
+
+/// Encrypts and decrypts with AES-256-GCM under keys from a provider.
+///
+/// Cheap to clone; clones share the provider. Every ciphertext records the
+/// key id, key version and key fingerprint, so data written under any
+/// version, before or after rotations, decrypts for as long as the provider
+/// keeps that version.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let kms = kms::Kms::builder()
+///     .env_key("8f7c2d54a1e0b9a3c6d5e4f30112233445566778899aabbccddeeff001122334")
+///     .build()
+///     .await?;
+///
+/// // Text form, for a database text column; AAD binds it to its row.
+/// let stored = kms.encrypt_str("sk_live_51H...", b"users:42:api_token").await?;
+/// assert!(stored.starts_with("kms:v1:"));
+/// assert_eq!(kms.decrypt_str(&stored, b"users:42:api_token").await?, "sk_live_51H...");
+///
+/// // The same ciphertext under another row's AAD is refused.
+/// assert!(kms.decrypt_str(&stored, b"users:43:api_token").await.is_err());
+/// # Ok::<(), kms::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Kms {
+    provider: Arc<dyn KeyProvider>,
+    key_id: KeyId,
+    iv_length: IvLength,
+    config: Arc<KmsConfig>,
+}
+
+impl fmt::Debug for Kms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kms")
+            .field("provider", &self.provider)
+            .field("key_id", &self.key_id)
+            .field("iv_length", &self.iv_length)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kms {
+    /// A builder with the documented defaults.
+    #[must_use]
+    pub fn builder() -> KmsBuilder {
+        KmsBuilder::new()
+    }
+
+    /// Builds from the spec's environment variables (see [`KmsBuilder`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable at fault.
+    pub async fn from_env() -> Result<Self> {
+        KmsBuilder::from_env()?.build().await
+    }
+
+    pub(crate) fn from_parts(
+        provider: Arc<dyn KeyProvider>,
+        key_id: KeyId,
+        iv_length: IvLength,
+        config: KmsConfig,
+    ) -> Self {
+        Kms {
+            provider,
+            key_id,
+            iv_length,
+            config: Arc::new(config),
+        }
+    }
+
+    /// A handle that encrypts under another key id of the same provider.
+    /// Decryption always uses the key id recorded in the ciphertext.
+    #[must_use]
+    pub fn with_key_id(&self, key_id: KeyId) -> Self {
+        let mut config = (*self.config).clone();
+        config.key_id = key_id.clone();
+        Kms {
+            key_id,
+            config: Arc::new(config),
+            ..self.clone()
+        }
+    }
+
+    /// The key id new encryptions use.
+    #[must_use]
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// The provider stack.
+    #[must_use]
+    pub fn provider(&self) -> &Arc<dyn KeyProvider> {
+        &self.provider
+    }
+
+    /// The active configuration, without secrets.
+    #[must_use]
+    pub fn config(&self) -> &KmsConfig {
+        &self.config
+    }
+
+    /// Encrypts bytes under the current key version; returns the binary format.
+    /// `aad` (may be empty) is authenticated, not stored: decryption needs the same.
+    ///
+    /// # Errors
+    /// Provider errors while fetching the key; [`Error::InputTooLarge`].
+    pub async fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        let key = self.provider.current_key(&self.key_id).await?;
+        crypto::seal(&key, self.iv_length, plaintext, aad)
+    }
+
+    /// Decrypts the binary format, whichever key version wrote it.
+    ///
+    /// # Errors
+    /// [`Error::MalformedCiphertext`], [`Error::UnsupportedFormatVersion`],
+    /// [`Error::KeyNotFound`] (no version of the key has the recorded
+    /// fingerprint), [`Error::Decryption`] (tampered data or wrong AAD), or
+    /// provider errors.
+    pub async fn decrypt(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        let envelope = Envelope::parse(ciphertext)?;
+        let key = resolve_key(&*self.provider, &envelope).await?;
+        crypto::open(&key, &envelope, aad)
+    }
+
+    /// Encrypts bytes and returns the text form (`kms:v1:<base64url>`).
+    ///
+    /// # Errors
+    /// As [`Kms::encrypt`].
+    pub async fn encrypt_text(&self, plaintext: &[u8], aad: &[u8]) -> Result<String> {
+        Ok(format::to_text(&self.encrypt(plaintext, aad).await?))
+    }
+
+    /// Decrypts the text form to bytes.
+    ///
+    /// # Errors
+    /// As [`Kms::decrypt`].
+    pub async fn decrypt_text(&self, ciphertext: &str, aad: &[u8]) -> Result<Vec<u8>> {
+        self.decrypt(&format::from_text(ciphertext)?, aad).await
+    }
+
+    /// Encrypts a string to the text form.
+    ///
+    /// # Errors
+    /// As [`Kms::encrypt`].
+    pub async fn encrypt_str(&self, plaintext: &str, aad: &[u8]) -> Result<String> {
+        self.encrypt_text(plaintext.as_bytes(), aad).await
+    }
+
+    /// Decrypts the text form to a string.
+    ///
+    /// # Errors
+    /// As [`Kms::decrypt`], and [`Error::NotUtf8`].
+    pub async fn decrypt_str(&self, ciphertext: &str, aad: &[u8]) -> Result<String> {
+        String::from_utf8(self.decrypt_text(ciphertext, aad).await?).map_err(|_| Error::NotUtf8)
+    }
+
+    /// Creates a new version of the configured key; new encryptions use it,
+    /// older ciphertexts stay decryptable. Returns the new version.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for providers that cannot rotate (env), or
+    /// provider errors.
+    pub async fn rotate(&self) -> Result<KeyVersion> {
+        let key = self.provider.rotate(&self.key_id).await?;
+        tracing::info!(
+            target: "kms",
+            key_id = %self.key_id,
+            version = %key.version(),
+            fingerprint = %key.fingerprint(),
+            "encryption key rotated"
+        );
+        Ok(key.version().clone())
+    }
+
+    /// Metadata of the configured key.
+    ///
+    /// # Errors
+    /// Provider errors.
+    pub async fn metadata(&self) -> Result<KeyMetadata> {
+        self.provider.metadata(&self.key_id).await
+    }
+
+    /// Health of the provider stack.
+    pub async fn health(&self) -> HealthStatus {
+        self.provider.health().await
+    }
+}

@@ -1,0 +1,460 @@
+//! Configuration: the spec's environment variables and the builder.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kms_core::{Error, IvLength, KeyId, KeyProvider, Result};
+use serde::Serialize;
+
+use crate::client::Kms;
+
+/// Default per-call timeout (`KMS_TIMEOUT`): 10 000 ms, as in the spec.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
+
+/// Default number of retries after a failed call (`KMS_RETRY_ATTEMPTS`): 3.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
+
+/// Default key cache lifetime (`KMS_CACHE_TTL`): 5 minutes, as in the spec.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// Most retries accepted in `KMS_RETRY_ATTEMPTS`.
+pub const MAX_RETRY_ATTEMPTS: u32 = 10;
+
+/// Which provider holds the keys (`KMS_PROVIDER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ProviderKind {
+    /// Environment variables (development only). The default.
+    #[default]
+    Env,
+    /// AWS SSM Parameter Store SecureString, encrypted with AWS KMS.
+    Aws,
+    /// Google Cloud Secret Manager.
+    Gcp,
+    /// HashiCorp Vault KV version 2.
+    Vault,
+}
+
+impl ProviderKind {
+    /// The name used in `KMS_PROVIDER`, which is also the cargo feature of
+    /// the `kms` crate that compiles the provider in.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Env => "env",
+            ProviderKind::Aws => "aws",
+            ProviderKind::Gcp => "gcp",
+            ProviderKind::Vault => "vault",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "env" => Ok(ProviderKind::Env),
+            "aws" => Ok(ProviderKind::Aws),
+            "gcp" => Ok(ProviderKind::Gcp),
+            "vault" => Ok(ProviderKind::Vault),
+            _ => Err(Error::config(
+                "KMS_PROVIDER",
+                "must be one of env, aws, gcp, vault",
+            )),
+        }
+    }
+}
+
+/// The active configuration, with no secrets in it: what
+/// `GET /api/admin/kms/config` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct KmsConfig {
+    /// `KMS_PROVIDER`.
+    pub provider: String,
+    /// `KMS_KEY_ID`.
+    pub key_id: KeyId,
+    /// `KMS_TIMEOUT`, in milliseconds.
+    #[serde(rename = "timeout")]
+    pub timeout_ms: u64,
+    /// `KMS_RETRY_ATTEMPTS`.
+    pub retry_attempts: u32,
+    /// `KMS_CACHE_TTL`, in milliseconds (0: no cache).
+    #[serde(rename = "cacheTtl")]
+    pub cache_ttl_ms: u64,
+    /// `KMS_IV_LENGTH`, in bytes.
+    pub iv_length: usize,
+}
+
+/// Builds a [`Kms`], from the environment ([`KmsBuilder::from_env`]) or in code.
+///
+/// | variable | builder | default |
+/// | --- | --- | --- |
+/// | `KMS_PROVIDER` | [`provider_kind`](Self::provider_kind) / [`provider`](Self::provider) | `env` |
+/// | `KMS_KEY_ID` | [`key_id`](Self::key_id) | `default` |
+/// | `KMS_TIMEOUT` | [`timeout`](Self::timeout) | 10000 (ms) |
+/// | `KMS_RETRY_ATTEMPTS` | [`retry_attempts`](Self::retry_attempts) | 3 |
+/// | `KMS_CACHE_TTL` | [`cache_ttl`](Self::cache_ttl) | 300000 (ms, 5 minutes) |
+/// | `KMS_IV_LENGTH` | [`iv_length`](Self::iv_length) | 12 (bytes; 16 also accepted) |
+/// | `LOG_LEVEL`, `KMS_DEBUG` | (used by the CLI's logging, see [`crate::logging`]) | `info`, `false` |
+/// | `ENCRYPTION_KEY`, `ENCRYPTION_KEY_PREVIOUS` | [`env_key`](Self::env_key), [`env_previous_key`](Self::env_previous_key) | none |
+///
+/// Durations are milliseconds when given as a bare number; the suffixes
+/// `ms`, `s`, `m` and `h` are accepted too (`KMS_CACHE_TTL=5m`).
+pub struct KmsBuilder {
+    kind: ProviderKind,
+    custom: Option<Arc<dyn KeyProvider>>,
+    key_id: KeyId,
+    iv_length: IvLength,
+    timeout: Duration,
+    retry_attempts: u32,
+    cache_ttl: Duration,
+    #[cfg(feature = "env")]
+    env: kms_env::EnvProviderBuilder,
+}
+
+impl fmt::Debug for KmsBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("KmsBuilder");
+        d.field("provider", &self.kind)
+            .field("custom_provider", &self.custom)
+            .field("key_id", &self.key_id)
+            .field("iv_length", &self.iv_length)
+            .field("timeout", &self.timeout)
+            .field("retry_attempts", &self.retry_attempts)
+            .field("cache_ttl", &self.cache_ttl);
+        #[cfg(feature = "env")]
+        d.field("env", &self.env);
+        d.finish()
+    }
+}
+
+impl Default for KmsBuilder {
+    fn default() -> Self {
+        KmsBuilder {
+            kind: ProviderKind::default(),
+            custom: None,
+            key_id: KeyId::default(),
+            iv_length: IvLength::default(),
+            timeout: DEFAULT_TIMEOUT,
+            retry_attempts: DEFAULT_RETRY_ATTEMPTS,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            #[cfg(feature = "env")]
+            env: kms_env::EnvProviderBuilder::default(),
+        }
+    }
+}
+
+impl KmsBuilder {
+    /// A builder with the documented defaults and no provider settings.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads every variable in the table above from the process environment.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first variable with an invalid value.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`KmsBuilder::from_env`], reading variables through `lookup`
+    /// (handy in tests, and for prefixed or file-based configuration).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first variable with an invalid value.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut b = KmsBuilder::default();
+        if let Some(v) = get("KMS_PROVIDER") {
+            b.kind = v.parse()?;
+        }
+        if let Some(v) = get("KMS_KEY_ID") {
+            b.key_id = KeyId::new(v.trim())?;
+        }
+        if let Some(v) = get("KMS_TIMEOUT") {
+            b.timeout = parse_duration("KMS_TIMEOUT", &v)?;
+            if b.timeout.is_zero() {
+                return Err(Error::config("KMS_TIMEOUT", "must be greater than 0"));
+            }
+        }
+        if let Some(v) = get("KMS_RETRY_ATTEMPTS") {
+            b.retry_attempts = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n <= MAX_RETRY_ATTEMPTS)
+                .ok_or_else(|| {
+                    Error::config(
+                        "KMS_RETRY_ATTEMPTS",
+                        format!("must be a whole number from 0 to {MAX_RETRY_ATTEMPTS}"),
+                    )
+                })?;
+        }
+        if let Some(v) = get("KMS_CACHE_TTL") {
+            b.cache_ttl = parse_duration("KMS_CACHE_TTL", &v)?;
+        }
+        if let Some(v) = get("KMS_IV_LENGTH") {
+            b.iv_length = v
+                .trim()
+                .parse()
+                .ok()
+                .and_then(IvLength::from_len)
+                .ok_or_else(|| Error::config("KMS_IV_LENGTH", "must be 12 or 16"))?;
+        }
+        crate::logging::filter_directive(&lookup)?;
+        #[cfg(feature = "env")]
+        {
+            b.env = kms_env::EnvProviderBuilder::from_lookup(&lookup)?;
+        }
+        Ok(b)
+    }
+
+    /// Selects a built-in provider by kind. It must be compiled in (cargo
+    /// feature of the same name).
+    #[must_use]
+    pub fn provider_kind(mut self, kind: ProviderKind) -> Self {
+        self.kind = kind;
+        self.custom = None;
+        self
+    }
+
+    /// Uses any [`KeyProvider`] (a provider built by hand, a test double, or
+    /// a custom one) instead of a built-in kind.
+    #[must_use]
+    pub fn provider(mut self, provider: impl KeyProvider) -> Self {
+        self.custom = Some(Arc::new(provider));
+        self
+    }
+
+    /// Like [`KmsBuilder::provider`], for a provider already in an `Arc`.
+    #[must_use]
+    pub fn provider_arc(mut self, provider: Arc<dyn KeyProvider>) -> Self {
+        self.custom = Some(provider);
+        self
+    }
+
+    /// The key id new encryptions use (`KMS_KEY_ID`, default `default`).
+    #[must_use]
+    pub fn key_id(mut self, key_id: KeyId) -> Self {
+        self.key_id = key_id;
+        self
+    }
+
+    /// The IV length for new encryptions (`KMS_IV_LENGTH`, default 12 bytes).
+    #[must_use]
+    pub fn iv_length(mut self, iv_length: IvLength) -> Self {
+        self.iv_length = iv_length;
+        self
+    }
+
+    /// The per-call timeout (`KMS_TIMEOUT`, default 10 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Retries after a failed call, for temporary errors only
+    /// (`KMS_RETRY_ATTEMPTS`, default 3).
+    #[must_use]
+    pub fn retry_attempts(mut self, retries: u32) -> Self {
+        self.retry_attempts = retries;
+        self
+    }
+
+    /// How long the current key version is cached (`KMS_CACHE_TTL`,
+    /// default 5 minutes; zero disables the cache).
+    #[must_use]
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// The env provider's current key (`ENCRYPTION_KEY`).
+    #[cfg(feature = "env")]
+    #[must_use]
+    pub fn env_key(mut self, value: impl Into<String>) -> Self {
+        self.env = self.env.encryption_key(value);
+        self
+    }
+
+    /// Adds an older env key (`ENCRYPTION_KEY_PREVIOUS`), used only to decrypt.
+    #[cfg(feature = "env")]
+    #[must_use]
+    pub fn env_previous_key(mut self, value: impl Into<String>) -> Self {
+        self.env = self.env.previous_key(value);
+        self
+    }
+
+    /// The configuration this builder describes, without secrets.
+    #[must_use]
+    pub fn config(&self) -> KmsConfig {
+        KmsConfig {
+            provider: self
+                .custom
+                .as_ref()
+                .map_or(self.kind.as_str(), |p| p.name())
+                .to_owned(),
+            key_id: self.key_id.clone(),
+            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            retry_attempts: self.retry_attempts,
+            cache_ttl_ms: u64::try_from(self.cache_ttl.as_millis()).unwrap_or(u64::MAX),
+            iv_length: self.iv_length.len(),
+        }
+    }
+
+    /// Builds the provider and the [`Kms`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the provider's settings are invalid or the
+    /// provider was not compiled in (the message names the cargo feature).
+    #[allow(clippy::unused_async)] // cloud providers are built asynchronously
+    pub async fn build(self) -> Result<Kms> {
+        let config = self.config();
+        let provider: Arc<dyn KeyProvider> = match self.custom {
+            Some(p) => p,
+            None => match self.kind {
+                #[cfg(feature = "env")]
+                ProviderKind::Env => Arc::new(self.env.key_id(self.key_id.clone()).build()?),
+                #[allow(unreachable_patterns)]
+                kind => return Err(not_compiled_in(kind)),
+            },
+        };
+        Ok(Kms::from_parts(provider, self.key_id, self.iv_length, config))
+    }
+}
+
+fn not_compiled_in(kind: ProviderKind) -> Error {
+    Error::config(
+        "KMS_PROVIDER",
+        format!(
+            "the {kind} provider is not compiled in: enable the `{kind}` cargo feature of the `kms` crate"
+        ),
+    )
+}
+
+/// Parses a duration: a bare number is milliseconds; `ms`, `s`, `m`, `h`
+/// suffixes are accepted.
+///
+/// # Errors
+/// [`Error::Config`] naming `variable`.
+pub fn parse_duration(variable: &str, value: &str) -> Result<Duration> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let bad = || {
+        Error::config(
+            variable,
+            "must be a whole number of milliseconds, or a number with one of the units ms, s, m, h",
+        )
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let ms_per_unit: u64 = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(ms_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| (*v).to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = KmsBuilder::from_lookup(lookup(&[])).unwrap().config();
+        assert_eq!(c.provider, "env");
+        assert_eq!(c.key_id.as_str(), "default");
+        assert_eq!(c.timeout_ms, 10_000);
+        assert_eq!(c.retry_attempts, 3);
+        assert_eq!(c.cache_ttl_ms, 300_000);
+        assert_eq!(c.iv_length, 12);
+    }
+
+    #[test]
+    fn spec_variables() {
+        let c = KmsBuilder::from_lookup(lookup(&[
+            ("KMS_PROVIDER", "ENV"),
+            ("KMS_KEY_ID", "payments"),
+            ("KMS_TIMEOUT", "2500"),
+            ("KMS_RETRY_ATTEMPTS", "0"),
+            ("KMS_CACHE_TTL", "5m"),
+            ("KMS_IV_LENGTH", "16"),
+            ("LOG_LEVEL", "debug"),
+        ]))
+        .unwrap()
+        .config();
+        assert_eq!(c.key_id.as_str(), "payments");
+        assert_eq!(c.timeout_ms, 2500);
+        assert_eq!(c.retry_attempts, 0);
+        assert_eq!(c.cache_ttl_ms, 300_000);
+        assert_eq!(c.iv_length, 16);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (var, val) in [
+            ("KMS_PROVIDER", "azure"),
+            ("KMS_KEY_ID", "a/b"),
+            ("KMS_TIMEOUT", "ten"),
+            ("KMS_TIMEOUT", "0"),
+            ("KMS_TIMEOUT", "-5"),
+            ("KMS_RETRY_ATTEMPTS", "-1"),
+            ("KMS_RETRY_ATTEMPTS", "11"),
+            ("KMS_CACHE_TTL", "5 minutes"),
+            ("KMS_CACHE_TTL", "99999999999999999999"),
+            ("KMS_IV_LENGTH", "8"),
+            ("LOG_LEVEL", "loud"),
+        ] {
+            let err = KmsBuilder::from_lookup(lookup(&[(var, val)])).unwrap_err();
+            assert!(err.to_string().contains(var), "{var}={val}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("X", "250").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("X", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("X", "30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("X", "2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("X", "").is_err());
+        assert!(parse_duration("X", "1.5s").is_err());
+    }
+
+    #[tokio::test]
+    async fn missing_features_are_named() {
+        for kind in ["aws", "gcp", "vault"] {
+            let err = KmsBuilder::from_lookup(lookup(&[("KMS_PROVIDER", kind)]))
+                .unwrap()
+                .build()
+                .await
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("KMS_PROVIDER"), "{text}");
+            assert!(text.contains(&format!("`{kind}` cargo feature")), "{text}");
+        }
+    }
+}

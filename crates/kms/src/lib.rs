@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+pub mod blocking;
+mod client;
+pub mod config;
+pub mod logging;
+
+pub use client::Kms;
+pub use config::{KmsBuilder, KmsConfig, ProviderKind};
+
+pub use kms_core as core;
+pub use kms_core::{
+    DataKey, Envelope, Error, Fingerprint, HealthStatus, IvLength, KeyId, KeyMaterial,
+    KeyMetadata, KeyProvider, KeyVersion, Result, VersionInfo, format,
+};
+
+/// The development provider (`KMS_PROVIDER=env`).
+#[cfg(feature = "env")]
+pub use kms_env as env;

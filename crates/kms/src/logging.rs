@@ -1,0 +1,60 @@
+//! `LOG_LEVEL` and `KMS_DEBUG`: the filter the CLI and `kms serve` install.
+//!
+//! The library itself only emits [`tracing`] events; installing a subscriber
+//! is the application's choice. This helper turns the spec's two variables
+//! into a `tracing_subscriber::EnvFilter` directive.
+
+use kms_core::{Error, Result};
+
+/// The levels `LOG_LEVEL` accepts.
+pub const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// The filter directive for `LOG_LEVEL` (default `info`) and `KMS_DEBUG`
+/// (`true`/`1`/`yes` turns on debug events of every `kms` crate, whatever
+/// `LOG_LEVEL` says).
+///
+/// # Errors
+/// [`Error::Config`] naming `LOG_LEVEL` or `KMS_DEBUG` for an unknown value.
+pub fn filter_directive(lookup: impl Fn(&str) -> Option<String>) -> Result<String> {
+    let level = lookup("LOG_LEVEL")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "info".to_owned());
+    if !LEVELS.contains(&level.as_str()) {
+        return Err(Error::config(
+            "LOG_LEVEL",
+            "must be one of error, warn, info, debug, trace, off",
+        ));
+    }
+    let debug = match lookup("KMS_DEBUG")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("" | "false" | "0" | "no" | "off") => false,
+        Some("true" | "1" | "yes" | "on") => true,
+        Some(_) => return Err(Error::config("KMS_DEBUG", "must be true or false")),
+    };
+    Ok(if debug {
+        format!("{level},kms=debug")
+    } else {
+        level
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn directives() {
+        let none = |_: &str| None;
+        assert_eq!(filter_directive(none).unwrap(), "info");
+        let l = |n: &str| (n == "LOG_LEVEL").then(|| "WARN".to_owned());
+        assert_eq!(filter_directive(l).unwrap(), "warn");
+        let d = |n: &str| (n == "KMS_DEBUG").then(|| "true".to_owned());
+        assert_eq!(filter_directive(d).unwrap(), "info,kms=debug");
+        let bad = |n: &str| (n == "KMS_DEBUG").then(|| "maybe".to_owned());
+        assert!(filter_directive(bad).unwrap_err().to_string().contains("KMS_DEBUG"));
+    }
+}
