@@ -1,0 +1,182 @@
+//! The `kms` command-line tool. Configuration comes from the same environment
+//! variables as the library (`KMS_PROVIDER`, `KMS_KEY_ID`, `ENCRYPTION_KEY`, ...).
+#![forbid(unsafe_code)]
+
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kms::{Error, Kms, KeyMaterial};
+use serde::Serialize;
+
+/// Envelope encryption under keys from a key management service.
+///
+/// Configured by environment variables: KMS_PROVIDER (env|aws|gcp|vault),
+/// KMS_KEY_ID (default "default"), KMS_TIMEOUT (ms), KMS_RETRY_ATTEMPTS,
+/// KMS_CACHE_TTL, KMS_IV_LENGTH (12|16), LOG_LEVEL, KMS_DEBUG, and the
+/// provider's own variables (ENCRYPTION_KEY and ENCRYPTION_KEY_PREVIOUS for env).
+#[derive(Debug, Parser)]
+#[command(name = "kms", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a new random 256-bit key as 64 hex characters.
+    GenerateKey,
+    /// Encrypt standard input; print the text-form ciphertext (kms:v1:...).
+    Encrypt {
+        /// Associated data bound to the ciphertext (e.g. "users:42"); decryption needs the same.
+        #[arg(long, default_value = "")]
+        aad: String,
+    },
+    /// Decrypt a text-form ciphertext from standard input; write the plaintext bytes.
+    Decrypt {
+        /// The associated data given at encryption.
+        #[arg(long, default_value = "")]
+        aad: String,
+    },
+    /// Check the provider; print the spec's health response as JSON (exit 1 if unhealthy).
+    Health,
+    /// Print the configured key's metadata as JSON.
+    Metadata,
+    /// Create a new version of the configured key and print it.
+    Rotate,
+}
+
+/// The spec's response envelope: `{"success":true,"data":...}`.
+#[derive(Serialize)]
+struct Response<'a, T: Serialize> {
+    success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    data: T,
+}
+
+fn print_json<T: Serialize>(message: Option<&str>, data: T) -> Result<(), Error> {
+    let body = Response {
+        success: true,
+        message,
+        data,
+    };
+    let text = serde_json::to_string_pretty(&body).map_err(|e| Error::Provider {
+        provider: "cli",
+        message: format!("cannot encode JSON: {e}"),
+    })?;
+    write_stdout(format!("{text}\n").as_bytes())
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| io_error("stdout", &e))
+}
+
+fn read_stdin() -> Result<Vec<u8>, Error> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .map_err(|e| io_error("stdin", &e))?;
+    Ok(buf)
+}
+
+fn io_error(stream: &str, e: &std::io::Error) -> Error {
+    Error::Provider {
+        provider: "cli",
+        message: format!("cannot use {stream}: {e}"),
+    }
+}
+
+fn init_logging() -> Result<(), Error> {
+    let directive = kms::logging::filter_directive(|n| std::env::var(n).ok())?;
+    let filter = tracing_subscriber::EnvFilter::try_new(directive)
+        .map_err(|e| Error::config("LOG_LEVEL", e.to_string()))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init()
+        .map_err(|e| Error::config("LOG_LEVEL", e.to_string()))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    if let Command::GenerateKey = cli.command {
+        let key = KeyMaterial::generate();
+        let mut line = key.to_hex();
+        line.push('\n');
+        write_stdout(line.as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let kms = Kms::from_env().await?;
+    match cli.command {
+        Command::GenerateKey => {}
+        Command::Encrypt { aad } => {
+            let plaintext = read_stdin()?;
+            let text = kms.encrypt_text(&plaintext, aad.as_bytes()).await?;
+            write_stdout(format!("{text}\n").as_bytes())?;
+        }
+        Command::Decrypt { aad } => {
+            let input = read_stdin()?;
+            let input = std::str::from_utf8(&input)
+                .map_err(|_| Error::malformed("not a kms ciphertext (input is not text)"))?;
+            let plaintext = kms.decrypt_text(input, aad.as_bytes()).await?;
+            write_stdout(&plaintext)?;
+        }
+        Command::Health => {
+            let health = kms.health().await;
+            let healthy = health.healthy;
+            print_json(None, health)?;
+            if !healthy {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Metadata => print_json(None, kms.metadata().await?)?,
+        Command::Rotate => {
+            let version = kms.rotate().await?;
+            print_json(
+                Some("Encryption key rotated successfully"),
+                serde_json::json!({ "newKeyVersion": version }),
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(err: &Error) {
+    let mut text = format!("Error: {err}");
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(&format!("\n  caused by: {s}"));
+        source = s.source();
+    }
+    eprintln!("{text}");
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging() {
+        report(&e);
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
