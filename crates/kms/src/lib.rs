@@ -19,3 +19,8 @@ pub use kms_core::{
 /// The development provider (`KMS_PROVIDER=env`).
 #[cfg(feature = "env")]
 pub use kms_env as env;
+
+/// The workspace README's examples, compiled and run as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,309 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use kms_core::{
+    Cause, DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
+    Result, VersionInfo,
+};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An in-memory provider: versions numbered from 1, rotation supported.
+#[derive(Default)]
+pub struct MemoryProvider {
+    keys: Mutex<HashMap<KeyId, Vec<DataKey>>>,
+}
+
+impl fmt::Debug for MemoryProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = lock(&self.keys);
+        f.debug_struct("MemoryProvider")
+            .field("keys", &keys.iter().map(|(k, v)| (k.as_str().to_owned(), v.len())).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl MemoryProvider {
+    /// An empty provider.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A provider holding one key with one random version.
+    #[must_use]
+    pub fn with_key(key_id: KeyId) -> Self {
+        let p = Self::new();
+        p.add_version(&key_id, KeyMaterial::generate());
+        p
+    }
+
+    /// Adds `material` as the new current version of `key_id`; returns it.
+    pub fn add_version(&self, key_id: &KeyId, material: KeyMaterial) -> DataKey {
+        let mut keys = lock(&self.keys);
+        let versions = keys.entry(key_id.clone()).or_default();
+        let key = DataKey::with_created_at(
+            key_id.clone(),
+            KeyVersion::from(versions.len() as u64 + 1),
+            material,
+            Some(Utc::now()),
+        );
+        versions.push(key.clone());
+        key
+    }
+
+    fn versions_of(&self, key_id: &KeyId) -> Result<Vec<DataKey>> {
+        lock(&self.keys)
+            .get(key_id)
+            .cloned()
+            .ok_or_else(|| Error::key_not_found(key_id, None::<&str>))
+    }
+}
+
+#[async_trait]
+impl KeyProvider for MemoryProvider {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn current_key(&self, key_id: &KeyId) -> Result<DataKey> {
+        self.versions_of(key_id)?
+            .pop()
+            .ok_or_else(|| Error::key_not_found(key_id, None::<&str>))
+    }
+
+    async fn key_version(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey> {
+        self.versions_of(key_id)?
+            .into_iter()
+            .find(|k| k.version() == version)
+            .ok_or_else(|| Error::key_not_found(key_id, Some(version)))
+    }
+
+    async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
+        Ok(self
+            .versions_of(key_id)?
+            .iter()
+            .map(|k| VersionInfo::new(k.version().clone(), k.created_at(), true))
+            .collect())
+    }
+
+    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
+        self.versions_of(key_id)?;
+        Ok(self.add_version(key_id, KeyMaterial::generate()))
+    }
+
+    async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
+        let versions = self.versions_of(key_id)?;
+        let mut m = KeyMetadata::new(key_id.clone(), self.name());
+        m.description = Some("in-memory test key".into());
+        m.created_at = versions.first().and_then(DataKey::created_at);
+        m.last_rotated = versions.last().filter(|_| versions.len() > 1).and_then(DataKey::created_at);
+        m.current_version = versions.last().map(|k| k.version().clone());
+        m.version_count = Some(versions.len() as u64);
+        Ok(m)
+    }
+
+    async fn health(&self) -> HealthStatus {
+        HealthStatus::healthy(self.name(), 0)
+    }
+}
+
+/// What a [`FaultyProvider`] does to each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Pass the call through.
+    #[default]
+    None,
+    /// Fail with "KMS service unavailable" (temporary).
+    Temporary,
+    /// Fail with "Access denied to encryption key" (permanent).
+    Permanent,
+    /// Never answer (the caller's timeout must fire).
+    Hang,
+}
+
+#[derive(Debug, Default)]
+struct Plan {
+    fault: Fault,
+    /// Apply the fault to this many more calls, then pass (None: every call).
+    remaining: Option<u32>,
+    latency: Duration,
+}
+
+/// Wraps a provider and injects faults and latency. Counts the calls that
+/// reach it (every trait method except `name`).
+pub struct FaultyProvider {
+    inner: Arc<dyn KeyProvider>,
+    plan: Mutex<Plan>,
+    calls: AtomicU64,
+}
+
+impl fmt::Debug for FaultyProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultyProvider")
+            .field("inner", &self.inner)
+            .field("plan", &*lock(&self.plan))
+            .field("calls", &self.calls())
+            .finish()
+    }
+}
+
+impl FaultyProvider {
+    /// Wraps `inner`, passing every call through until told otherwise.
+    pub fn new(inner: impl KeyProvider) -> Self {
+        FaultyProvider {
+            inner: Arc::new(inner),
+            plan: Mutex::new(Plan::default()),
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// Applies `fault` to every call from now on.
+    pub fn set_fault(&self, fault: Fault) {
+        let mut plan = lock(&self.plan);
+        plan.fault = fault;
+        plan.remaining = None;
+    }
+
+    /// Applies `fault` to the next `n` calls, then passes calls through.
+    pub fn fail_next(&self, n: u32, fault: Fault) {
+        let mut plan = lock(&self.plan);
+        plan.fault = fault;
+        plan.remaining = Some(n);
+    }
+
+    /// Adds a delay before every call.
+    pub fn set_latency(&self, latency: Duration) {
+        lock(&self.plan).latency = latency;
+    }
+
+    /// How many calls reached this provider.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Resets the call counter.
+    pub fn reset_calls(&self) {
+        self.calls.store(0, Ordering::SeqCst);
+    }
+
+    /// Counts the call, sleeps, then applies the plan.
+    async fn enter(&self) -> Result<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let (fault, latency) = {
+            let mut plan = lock(&self.plan);
+            let fault = match plan.remaining {
+                Some(0) => Fault::None,
+                Some(ref mut n) => {
+                    *n -= 1;
+                    plan.fault
+                }
+                None => plan.fault,
+            };
+            (fault, plan.latency)
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        match fault {
+            Fault::None => Ok(()),
+            Fault::Temporary => Err(Error::unavailable("faulty", Cause("injected outage".into()))),
+            Fault::Permanent => Err(Error::access_denied("faulty", Cause("injected denial".into()))),
+            Fault::Hang => std::future::pending().await,
+        }
+    }
+}
+
+#[async_trait]
+impl KeyProvider for FaultyProvider {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn current_key(&self, key_id: &KeyId) -> Result<DataKey> {
+        self.enter().await?;
+        self.inner.current_key(key_id).await
+    }
+
+    async fn key_version(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey> {
+        self.enter().await?;
+        self.inner.key_version(key_id, version).await
+    }
+
+    async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
+        self.enter().await?;
+        self.inner.versions(key_id).await
+    }
+
+    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
+        self.enter().await?;
+        self.inner.rotate(key_id).await
+    }
+
+    async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
+        self.enter().await?;
+        self.inner.metadata(key_id).await
+    }
+
+    async fn health(&self) -> HealthStatus {
+        let started = std::time::Instant::now();
+        match self.enter().await {
+            Ok(()) => self.inner.health().await,
+            Err(e) => HealthStatus::unhealthy(
+                self.name(),
+                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_provider_rotates() {
+        let id = KeyId::default();
+        let p = MemoryProvider::with_key(id.clone());
+        let v1 = p.current_key(&id).await.unwrap();
+        let v2 = p.rotate(&id).await.unwrap();
+        assert_eq!(v1.version().as_str(), "1");
+        assert_eq!(v2.version().as_str(), "2");
+        assert_eq!(p.key_version(&id, v1.version()).await.unwrap().fingerprint(), v1.fingerprint());
+        assert_eq!(p.versions(&id).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn fail_next_then_pass() {
+        let id = KeyId::default();
+        let p = FaultyProvider::new(MemoryProvider::with_key(id.clone()));
+        p.fail_next(2, Fault::Permanent);
+        assert!(p.current_key(&id).await.unwrap_err().is_permanent());
+        assert!(p.current_key(&id).await.is_err());
+        assert!(p.current_key(&id).await.is_ok());
+        assert_eq!(p.calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hang_never_answers() {
+        let id = KeyId::default();
+        let p = FaultyProvider::new(MemoryProvider::with_key(id.clone()));
+        p.set_fault(Fault::Hang);
+        let r = tokio::time::timeout(Duration::from_secs(60), p.current_key(&id)).await;
+        assert!(r.is_err());
+    }
+}
