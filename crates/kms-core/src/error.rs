@@ -2,8 +2,12 @@
 
 use std::fmt;
 
-/// A boxed error from a provider's SDK or transport, kept as the `source` of an [`Error`].
+/// A boxed error from a provider's SDK or transport, as accepted by the constructors.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The shared form in which an [`Error`] keeps its `source`, so that errors
+/// are `Clone` (a cache hands one load failure to every waiting caller).
+pub type SharedError = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -17,7 +21,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Use [`Error::is_temporary`] to decide whether an operation is worth
 /// retrying.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The provider could not be reached, timed out, throttled us, or a
@@ -28,7 +32,7 @@ pub enum Error {
         provider: &'static str,
         /// What happened underneath, if known.
         #[source]
-        source: Option<BoxError>,
+        source: Option<SharedError>,
     },
 
     /// The key, or the requested version of it, does not exist. Permanent.
@@ -48,7 +52,7 @@ pub enum Error {
         provider: &'static str,
         /// What the provider said, if anything.
         #[source]
-        source: Option<BoxError>,
+        source: Option<SharedError>,
     },
 
     /// Key material was not exactly 32 bytes (64 hex characters). Permanent.
@@ -163,7 +167,7 @@ impl Error {
     pub fn unavailable(provider: &'static str, source: impl Into<BoxError>) -> Self {
         Error::Unavailable {
             provider,
-            source: Some(source.into()),
+            source: Some(SharedError::from(source.into())),
         }
     }
 
@@ -171,7 +175,7 @@ impl Error {
     pub fn access_denied(provider: &'static str, source: impl Into<BoxError>) -> Self {
         Error::AccessDenied {
             provider,
-            source: Some(source.into()),
+            source: Some(SharedError::from(source.into())),
         }
     }
 

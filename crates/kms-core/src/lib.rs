@@ -9,7 +9,7 @@ pub mod key;
 pub mod provider;
 
 pub use async_trait::async_trait;
-pub use error::{BoxError, Cause, Error, Result};
+pub use error::{BoxError, Cause, Error, Result, SharedError};
 pub use format::{Envelope, IvLength};
 pub use key::{DataKey, Fingerprint, KeyId, KeyMaterial, KeyVersion};
-pub use provider::{HealthStatus, KeyMetadata, KeyProvider, VersionInfo, resolve_key};
+pub use provider::{CacheStats, HealthStatus, KeyMetadata, KeyProvider, VersionInfo, resolve_key};

@@ -1,0 +1,349 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use kms_core::{
+    CacheStats, DataKey, Error, HealthStatus, KeyId, KeyMetadata, KeyProvider, KeyVersion, Result,
+    VersionInfo,
+};
+use moka::future::Cache;
+
+/// Default lifetime of a cached current version: 5 minutes, as in the spec.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+
+/// Default number of key versions kept.
+pub const DEFAULT_MAX_VERSIONS: u64 = 10_000;
+
+/// How the cache behaves. Every field has a documented default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// How long the current version of a key is cached (`KMS_CACHE_TTL`).
+    /// Zero disables caching of the current version (versions are still
+    /// cached). Default: [`DEFAULT_TTL`], 5 minutes.
+    pub ttl: Duration,
+    /// How many key versions are kept at most. Default: [`DEFAULT_MAX_VERSIONS`].
+    pub max_versions: u64,
+    /// Stale-if-error grace period: `None` (the default) turns it off.
+    pub stale_if_error: Option<Duration>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            ttl: DEFAULT_TTL,
+            max_versions: DEFAULT_MAX_VERSIONS,
+            stale_if_error: None,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// The defaults with another TTL.
+    #[must_use]
+    pub fn with_ttl(ttl: Duration) -> Self {
+        CacheConfig {
+            ttl,
+            ..CacheConfig::default()
+        }
+    }
+}
+
+/// A current key and when it was loaded.
+#[derive(Clone)]
+struct Stamped {
+    key: DataKey,
+    loaded: Instant,
+}
+
+/// The hot slot: the most recently used current key and its expiry.
+struct Hot {
+    key: DataKey,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    loads: AtomicU64,
+    load_failures: AtomicU64,
+    stale_served: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A caching [`KeyProvider`] wrapper. See the crate documentation.
+pub struct CachingProvider {
+    inner: Arc<dyn KeyProvider>,
+    config: CacheConfig,
+    current: Cache<KeyId, Stamped>,
+    versions: Cache<(KeyId, KeyVersion), DataKey>,
+    hot: ArcSwapOption<Hot>,
+    last_known: Mutex<HashMap<KeyId, Stamped>>,
+    counters: Counters,
+}
+
+impl fmt::Debug for CachingProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachingProvider")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CachingProvider {
+    /// Wraps `inner`.
+    pub fn new(inner: impl KeyProvider, config: CacheConfig) -> Self {
+        Self::from_arc(Arc::new(inner), config)
+    }
+
+    /// Wraps a provider already in an `Arc`.
+    #[must_use]
+    pub fn from_arc(inner: Arc<dyn KeyProvider>, config: CacheConfig) -> Self {
+        let mut current = Cache::builder().max_capacity(config.max_versions.max(1));
+        if !config.ttl.is_zero() {
+            current = current.time_to_live(config.ttl);
+        }
+        CachingProvider {
+            inner,
+            current: current.build(),
+            versions: Cache::builder()
+                .max_capacity(config.max_versions.max(1))
+                .build(),
+            config,
+            hot: ArcSwapOption::empty(),
+            last_known: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    /// The counters so far.
+    #[must_use]
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        CacheStats::new(
+            c.hits.load(Ordering::Relaxed),
+            c.misses.load(Ordering::Relaxed),
+            c.loads.load(Ordering::Relaxed),
+            c.load_failures.load(Ordering::Relaxed),
+            c.stale_served.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Forgets the cached current version of `key_id`, so the next lookup
+    /// asks the provider. Cached versions stay (they never change).
+    pub async fn invalidate_current(&self, key_id: &KeyId) {
+        self.current.invalidate(key_id).await;
+        self.hot
+            .rcu(|h| h.as_ref().filter(|h| h.key.key_id() != key_id).cloned());
+    }
+
+    /// Forgets everything cached.
+    pub fn clear(&self) {
+        self.current.invalidate_all();
+        self.versions.invalidate_all();
+        self.hot.store(None);
+        self.last_known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// The current key from the hot slot, if it is for `key_id` and fresh.
+    /// Synchronous and allocation-free: the facade's encrypt path tries it
+    /// before the trait method.
+    #[must_use]
+    pub fn current_if_fresh(&self, key_id: &KeyId) -> Option<DataKey> {
+        let hot = self.hot.load();
+        let hot = hot.as_ref()?;
+        if hot.key.key_id() == key_id && Instant::now() < hot.expires {
+            bump(&self.counters.hits);
+            Some(hot.key.clone())
+        } else {
+            None
+        }
+    }
+
+    fn remember(&self, stamped: &Stamped) {
+        if let Some(expires) = stamped.loaded.checked_add(self.config.ttl) {
+            self.hot.store(Some(Arc::new(Hot {
+                key: stamped.key.clone(),
+                expires,
+            })));
+        }
+    }
+
+    async fn load_current(&self, key_id: &KeyId) -> Result<Stamped> {
+        bump(&self.counters.loads);
+        match self.inner.current_key(key_id).await {
+            Ok(key) => {
+                let stamped = Stamped {
+                    key,
+                    loaded: Instant::now(),
+                };
+                self.store_version(&stamped.key).await;
+                self.last_known
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key_id.clone(), stamped.clone());
+                Ok(stamped)
+            }
+            Err(e) => {
+                bump(&self.counters.load_failures);
+                Err(e)
+            }
+        }
+    }
+
+    async fn store_version(&self, key: &DataKey) {
+        self.versions
+            .insert((key.key_id().clone(), key.version().clone()), key.clone())
+            .await;
+    }
+
+    /// Stale-if-error: the last known current key, if allowed and recent enough.
+    fn stale(&self, key_id: &KeyId, err: Error) -> Result<DataKey> {
+        let Some(grace) = self.config.stale_if_error else {
+            return Err(err);
+        };
+        if !err.is_temporary() {
+            return Err(err);
+        }
+        let last = self
+            .last_known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key_id)
+            .cloned();
+        match last {
+            Some(s) if s.loaded.elapsed() < self.config.ttl.saturating_add(grace) => {
+                bump(&self.counters.stale_served);
+                tracing::warn!(
+                    target: "kms::cache",
+                    key_id = %key_id,
+                    version = %s.key.version(),
+                    error = %err,
+                    "provider unavailable: serving the last known current key version (stale-if-error)"
+                );
+                Ok(s.key)
+            }
+            _ => Err(err),
+        }
+    }
+}
+
+#[async_trait]
+impl KeyProvider for CachingProvider {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn current_key(&self, key_id: &KeyId) -> Result<DataKey> {
+        if let Some(key) = self.current_if_fresh(key_id) {
+            return Ok(key);
+        }
+        if self.config.ttl.is_zero() {
+            bump(&self.counters.misses);
+            return match self.load_current(key_id).await {
+                Ok(s) => Ok(s.key),
+                Err(e) => self.stale(key_id, e),
+            };
+        }
+        if let Some(s) = self.current.get(key_id).await {
+            bump(&self.counters.hits);
+            self.remember(&s);
+            return Ok(s.key);
+        }
+        bump(&self.counters.misses);
+        match self
+            .current
+            .try_get_with(key_id.clone(), self.load_current(key_id))
+            .await
+        {
+            Ok(s) => {
+                self.remember(&s);
+                Ok(s.key)
+            }
+            Err(e) => self.stale(key_id, (*e).clone()),
+        }
+    }
+
+    async fn key_version(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey> {
+        if let Some(hot) = self.hot.load().as_ref()
+            && hot.key.key_id() == key_id
+            && hot.key.version() == version
+        {
+            bump(&self.counters.hits);
+            return Ok(hot.key.clone());
+        }
+        let cache_key = (key_id.clone(), version.clone());
+        if let Some(key) = self.versions.get(&cache_key).await {
+            bump(&self.counters.hits);
+            return Ok(key);
+        }
+        bump(&self.counters.misses);
+        self.versions
+            .try_get_with(cache_key, async {
+                bump(&self.counters.loads);
+                self.inner
+                    .key_version(key_id, version)
+                    .await
+                    .inspect_err(|_| bump(&self.counters.load_failures))
+            })
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
+    async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
+        self.inner.versions(key_id).await
+    }
+
+    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
+        let key = self.inner.rotate(key_id).await?;
+        let stamped = Stamped {
+            key: key.clone(),
+            loaded: Instant::now(),
+        };
+        self.store_version(&key).await;
+        if !self.config.ttl.is_zero() {
+            self.current.insert(key_id.clone(), stamped.clone()).await;
+            self.remember(&stamped);
+        }
+        self.last_known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key_id.clone(), stamped);
+        Ok(key)
+    }
+
+    async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
+        self.inner.metadata(key_id).await
+    }
+
+    async fn health(&self) -> HealthStatus {
+        let mut status = self.inner.health().await;
+        status.cache = Some(self.stats());
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests;
