@@ -51,7 +51,11 @@ async fn a_thousand_concurrent_misses_make_one_provider_call() {
         fingerprints.insert(t.await.unwrap().unwrap().fingerprint());
     }
     assert_eq!(fingerprints.len(), 1);
-    assert_eq!(p.calls(), 1, "concurrent misses must share one provider call");
+    assert_eq!(
+        p.calls(),
+        1,
+        "concurrent misses must share one provider call"
+    );
     assert_eq!(c.stats().loads, 1);
 
     // The same for a specific version.
@@ -113,13 +117,22 @@ async fn cached_keys_keep_serving_while_the_provider_is_down() {
     let c = cached(p.clone(), CacheConfig::default());
     let cur = c.current_key(&id()).await.unwrap();
     p.set_fault(Fault::Temporary);
-    assert_eq!(c.current_key(&id()).await.unwrap().fingerprint(), cur.fingerprint());
     assert_eq!(
-        c.key_version(&id(), cur.version()).await.unwrap().fingerprint(),
+        c.current_key(&id()).await.unwrap().fingerprint(),
+        cur.fingerprint()
+    );
+    assert_eq!(
+        c.key_version(&id(), cur.version())
+            .await
+            .unwrap()
+            .fingerprint(),
         cur.fingerprint()
     );
     // Something never cached fails with the spec's message.
-    let err = c.key_version(&id(), &KeyVersion::from(7)).await.unwrap_err();
+    let err = c
+        .key_version(&id(), &KeyVersion::from(7))
+        .await
+        .unwrap_err();
     assert_eq!(err.to_string(), "KMS service unavailable");
     assert_eq!(c.stats().load_failures, 1);
 }
@@ -148,7 +161,10 @@ async fn stale_if_error_serves_the_last_key_within_the_grace_period() {
     let cur = c.current_key(&id()).await.unwrap();
     p.set_fault(Fault::Temporary);
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(c.current_key(&id()).await.unwrap().fingerprint(), cur.fingerprint());
+    assert_eq!(
+        c.current_key(&id()).await.unwrap().fingerprint(),
+        cur.fingerprint()
+    );
     assert_eq!(c.stats().stale_served, 1);
 
     // Permanent errors are never papered over.
@@ -217,7 +233,11 @@ async fn capacity_bounds_the_version_cache() {
         c.key_version(&id(), &KeyVersion::from(v)).await.unwrap();
     }
     c.versions.run_pending_tasks().await;
-    assert!(c.versions.entry_count() <= 8, "{}", c.versions.entry_count());
+    assert!(
+        c.versions.entry_count() <= 8,
+        "{}",
+        c.versions.entry_count()
+    );
 }
 
 #[tokio::test]

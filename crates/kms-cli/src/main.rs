@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kms::{Error, Kms, KeyMaterial};
+use kms::{Error, KeyMaterial, Kms};
 use serde::Serialize;
 
 /// Envelope encryption under keys from a key management service.

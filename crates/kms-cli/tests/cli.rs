@@ -55,14 +55,21 @@ fn encrypt_decrypt_round_trip_with_aad() {
     let wrong = kms(&["decrypt", "--aad", "users:43"], &env, ct.as_bytes());
     assert!(!wrong.status.success());
     assert!(wrong.stdout.is_empty());
-    assert!(text(&wrong.stderr).contains("not authentic"), "{}", text(&wrong.stderr));
+    assert!(
+        text(&wrong.stderr).contains("not authentic"),
+        "{}",
+        text(&wrong.stderr)
+    );
 }
 
 #[test]
 fn old_ciphertexts_decrypt_after_an_env_rotation() {
     let before = kms(&["encrypt"], &[("ENCRYPTION_KEY", OLD_KEY)], b"old secret");
     assert!(before.status.success());
-    let rotated = [("ENCRYPTION_KEY", KEY), ("ENCRYPTION_KEY_PREVIOUS", OLD_KEY)];
+    let rotated = [
+        ("ENCRYPTION_KEY", KEY),
+        ("ENCRYPTION_KEY_PREVIOUS", OLD_KEY),
+    ];
     let dec = kms(&["decrypt"], &rotated, &before.stdout);
     assert!(dec.status.success(), "{}", text(&dec.stderr));
     assert_eq!(dec.stdout, b"old secret");
@@ -92,18 +99,41 @@ fn garbage_input_is_a_clear_error() {
 fn configuration_errors_name_the_variable() {
     let out = kms(&["encrypt"], &[], b"x");
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("ENCRYPTION_KEY"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ENCRYPTION_KEY"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = kms(&["encrypt"], &[("ENCRYPTION_KEY", "short")], b"x");
     let err = text(&out.stderr);
-    assert!(err.contains("ENCRYPTION_KEY") && !err.contains("short\n"), "{err}");
+    assert!(
+        err.contains("ENCRYPTION_KEY") && !err.contains("short\n"),
+        "{err}"
+    );
 
-    let out = kms(&["health"], &[("ENCRYPTION_KEY", KEY), ("KMS_PROVIDER", "aws")], b"");
+    let out = kms(
+        &["health"],
+        &[("ENCRYPTION_KEY", KEY), ("KMS_PROVIDER", "aws")],
+        b"",
+    );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("`aws` cargo feature"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("`aws` cargo feature"),
+        "{}",
+        text(&out.stderr)
+    );
 
-    let out = kms(&["health"], &[("ENCRYPTION_KEY", KEY), ("KMS_TIMEOUT", "soon")], b"");
-    assert!(text(&out.stderr).contains("KMS_TIMEOUT"), "{}", text(&out.stderr));
+    let out = kms(
+        &["health"],
+        &[("ENCRYPTION_KEY", KEY), ("KMS_TIMEOUT", "soon")],
+        b"",
+    );
+    assert!(
+        text(&out.stderr).contains("KMS_TIMEOUT"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -159,5 +189,8 @@ fn no_key_material_in_any_output_even_with_debug_logging() {
             assert!(!s.contains("0badf00d0badf00d"), "{s}");
         }
     }
-    assert!(text(&enc.stderr).contains("development"), "the dev-only warning is logged");
+    assert!(
+        text(&enc.stderr).contains("development"),
+        "the dev-only warning is logged"
+    );
 }

@@ -24,7 +24,7 @@ const P_MAX: u64 = (1 << 36) - 32;
 /// [`Error::InputTooLarge`] if the plaintext exceeds what GCM allows.
 pub fn seal(key: &DataKey, iv_len: IvLength, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
     let mut iv = [0u8; 16];
-    let iv = iv.get_mut(..iv_len.len()).unwrap_or_default();
+    let iv = iv.get_mut(..iv_len.size()).unwrap_or_default();
     rand::rng().fill_bytes(iv);
     seal_with_iv(key, iv, plaintext, aad)
 }
@@ -146,7 +146,7 @@ mod tests {
             for aad in [&b""[..], b"users:42"] {
                 let ct = seal(&k, iv, b"secret", aad).unwrap();
                 let env = Envelope::parse(&ct).unwrap();
-                assert_eq!(env.iv().len(), iv.len());
+                assert_eq!(env.iv().len(), iv.size());
                 assert_eq!(open(&k, &env, aad).unwrap(), b"secret");
             }
         }
@@ -177,7 +177,10 @@ mod tests {
         let k = key(K1);
         let ct = seal(&k, IvLength::Twelve, b"secret", b"users:42").unwrap();
         let env = Envelope::parse(&ct).unwrap();
-        assert!(matches!(open(&k, &env, b"users:43"), Err(Error::Decryption)));
+        assert!(matches!(
+            open(&k, &env, b"users:43"),
+            Err(Error::Decryption)
+        ));
         assert!(matches!(open(&k, &env, b""), Err(Error::Decryption)));
     }
 

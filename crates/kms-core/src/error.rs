@@ -250,12 +250,7 @@ mod tests {
     #[test]
     fn temporary_vs_permanent() {
         assert!(Error::unavailable("aws", Cause("timed out".into())).is_temporary());
-        assert!(
-            Error::Conflict {
-                key_id: "k".into()
-            }
-            .is_temporary()
-        );
+        assert!(Error::Conflict { key_id: "k".into() }.is_temporary());
         for e in [
             Error::key_not_found("k", Some(3)),
             Error::access_denied("vault", Cause("403".into())),

@@ -70,7 +70,7 @@ pub enum IvLength {
 impl IvLength {
     /// The length in bytes.
     #[must_use]
-    pub const fn len(self) -> usize {
+    pub const fn size(self) -> usize {
         match self {
             IvLength::Twelve => 12,
             IvLength::Sixteen => 16,
@@ -132,13 +132,16 @@ impl<'a> Envelope<'a> {
         let iv_len = take_u8(&mut rest, "truncated header")?;
         let iv_len = IvLength::from_len(usize::from(iv_len))
             .ok_or(Error::malformed("unsupported IV length"))?
-            .len();
+            .size();
 
         let id_len = usize::from(take_u8(&mut rest, "truncated header")?);
         if id_len == 0 || id_len > MAX_KEY_ID_LEN {
             return Err(Error::malformed("invalid key id length"));
         }
-        let key_id = ascii(take(&mut rest, id_len, "truncated key id")?, "invalid key id")?;
+        let key_id = ascii(
+            take(&mut rest, id_len, "truncated key id")?,
+            "invalid key id",
+        )?;
         KeyId::new(key_id).map_err(|_| Error::malformed("invalid key id"))?;
 
         let ver_len = usize::from(take_u8(&mut rest, "truncated header")?);
@@ -256,7 +259,7 @@ pub fn header_len(key: &DataKey, iv_len: IvLength) -> usize {
         + 1
         + key.version().as_str().len()
         + FINGERPRINT_LEN
-        + iv_len.len()
+        + iv_len.size()
 }
 
 /// Appends the header, without the IV, to `out`. Lengths were validated by
@@ -297,17 +300,19 @@ pub fn to_text(binary: &[u8]) -> String {
 /// [`Error::UnsupportedFormatVersion`] for an unknown version.
 pub fn from_text(text: &str) -> Result<Vec<u8>> {
     let text = text.trim_ascii();
-    let rest = text
-        .strip_prefix(TEXT_PREFIX)
-        .ok_or(Error::malformed("not a kms ciphertext (expected the prefix \"kms:v1:\")"))?;
-    let rest = rest
-        .strip_prefix('v')
-        .ok_or(Error::malformed("missing format version in the text prefix"))?;
-    let (version, payload) = rest
-        .split_once(':')
-        .ok_or(Error::malformed("missing format version in the text prefix"))?;
+    let rest = text.strip_prefix(TEXT_PREFIX).ok_or(Error::malformed(
+        "not a kms ciphertext (expected the prefix \"kms:v1:\")",
+    ))?;
+    let rest = rest.strip_prefix('v').ok_or(Error::malformed(
+        "missing format version in the text prefix",
+    ))?;
+    let (version, payload) = rest.split_once(':').ok_or(Error::malformed(
+        "missing format version in the text prefix",
+    ))?;
     if version.is_empty() || version.len() > 3 || !version.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::malformed("invalid format version in the text prefix"));
+        return Err(Error::malformed(
+            "invalid format version in the text prefix",
+        ));
     }
     let version: u8 = version
         .parse()
@@ -352,8 +357,14 @@ mod tests {
 
     #[test]
     fn parse_rejects_short_and_bad_headers() {
-        assert_eq!(Envelope::parse(b"").unwrap_err().code(), "MALFORMED_CIPHERTEXT");
-        assert_eq!(Envelope::parse(b"XX\x01").unwrap_err().code(), "MALFORMED_CIPHERTEXT");
+        assert_eq!(
+            Envelope::parse(b"").unwrap_err().code(),
+            "MALFORMED_CIPHERTEXT"
+        );
+        assert_eq!(
+            Envelope::parse(b"XX\x01").unwrap_err().code(),
+            "MALFORMED_CIPHERTEXT"
+        );
         assert_eq!(
             Envelope::parse(b"KM\x02").unwrap_err().code(),
             "UNSUPPORTED_FORMAT_VERSION"

@@ -461,7 +461,11 @@ mod tests {
     fn debug_never_shows_key_bytes() {
         let k = KeyMaterial::from_hex(HEX).unwrap();
         let dk = DataKey::new(KeyId::default(), KeyVersion::from(1), k);
-        for text in [format!("{:?}", dk.material()), format!("{dk:?}"), format!("{dk:#?}")] {
+        for text in [
+            format!("{:?}", dk.material()),
+            format!("{dk:?}"),
+            format!("{dk:#?}"),
+        ] {
             assert!(!text.contains("0102030405"), "{text}");
             assert!(!text.contains("[0, 1, 2"), "{text}");
         }
@@ -478,7 +482,10 @@ mod tests {
         // Known answer (also in docs/FORMAT.md).
         let k = KeyMaterial::from_hex(HEX).unwrap();
         assert_eq!(k.fingerprint().to_string().len(), 16);
-        assert_eq!(Fingerprint::from_hex(&k.fingerprint().to_string()).unwrap(), k.fingerprint());
+        assert_eq!(
+            Fingerprint::from_hex(&k.fingerprint().to_string()).unwrap(),
+            k.fingerprint()
+        );
     }
 
     #[test]

@@ -33,7 +33,10 @@ fn round_trip_sizes_0_to_1_mib() {
         let pt: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         for iv in [IvLength::Twelve, IvLength::Sixteen] {
             let ct = crypto::seal(&k, iv, &pt, b"ctx").unwrap();
-            assert_eq!(ct.len(), format::header_len(&k, iv) + size + format::TAG_LEN);
+            assert_eq!(
+                ct.len(),
+                format::header_len(&k, iv) + size + format::TAG_LEN
+            );
             assert_eq!(decrypt(&k, &ct, b"ctx").unwrap(), pt, "size {size}");
             let text = format::to_text(&ct);
             assert!(text.starts_with("kms:v1:"));

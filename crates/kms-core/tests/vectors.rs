@@ -32,7 +32,10 @@ fn hex(v: &HashMap<String, String>, field: &str) -> Vec<u8> {
 #[test]
 fn format_md_vectors() {
     let vectors = vectors();
-    assert!(vectors.len() >= 3, "FORMAT.md must carry at least three vectors");
+    assert!(
+        vectors.len() >= 3,
+        "FORMAT.md must carry at least three vectors"
+    );
     for v in &vectors {
         let material = KeyMaterial::from_hex(&v["key"]).unwrap();
         assert_eq!(material.fingerprint().to_string(), v["fingerprint"]);
@@ -41,7 +44,12 @@ fn format_md_vectors() {
             KeyVersion::new(&v["key_version"]).unwrap(),
             material,
         );
-        let (iv, aad, pt, ct) = (hex(v, "iv"), hex(v, "aad"), hex(v, "plaintext"), hex(v, "ciphertext"));
+        let (iv, aad, pt, ct) = (
+            hex(v, "iv"),
+            hex(v, "aad"),
+            hex(v, "plaintext"),
+            hex(v, "ciphertext"),
+        );
 
         // Encrypting with the vector's IV gives exactly the documented bytes.
         assert_eq!(crypto::seal_with_iv(&key, &iv, &pt, &aad).unwrap(), ct);

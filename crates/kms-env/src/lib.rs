@@ -126,7 +126,10 @@ impl fmt::Debug for EnvProviderBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EnvProviderBuilder")
             .field("key_id", &self.key_id)
-            .field("encryption_key", &self.current.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "encryption_key",
+                &self.current.as_ref().map(|_| "[REDACTED]"),
+            )
             .field("previous_keys", &self.previous.len())
             .finish()
     }
@@ -207,7 +210,10 @@ impl EnvProviderBuilder {
                 continue;
             }
             order.push(version.clone());
-            by_version.insert(version.clone(), DataKey::new(key_id.clone(), version, material));
+            by_version.insert(
+                version.clone(),
+                DataKey::new(key_id.clone(), version, material),
+            );
         }
         order.push(current.version().clone());
         by_version.insert(current.version().clone(), current.clone());
@@ -287,7 +293,7 @@ impl KeyProvider for EnvProvider {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
 
     const K1: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -295,7 +301,11 @@ mod tests {
     const PASS: &str = "your_encryption_key_here_32_chars_minimum";
 
     fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| (*v).to_string())
+        move |n| {
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| (*v).to_string())
+        }
     }
 
     #[test]
@@ -363,7 +373,11 @@ mod tests {
             .unwrap();
         let err = p.current_key(&KeyId::default()).await.unwrap_err();
         assert_eq!(err.to_string(), "Encryption key not found: default");
-        assert!(p.current_key(&KeyId::new("payments").unwrap()).await.is_ok());
+        assert!(
+            p.current_key(&KeyId::new("payments").unwrap())
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]
@@ -395,10 +409,16 @@ mod tests {
     fn debug_hides_keys() {
         let b = EnvProvider::builder().encryption_key(K1).previous_key(K2);
         let text = format!("{b:?}");
-        assert!(!text.contains("0102030405") && !text.contains("1f1e1d"), "{text}");
+        assert!(
+            !text.contains("0102030405") && !text.contains("1f1e1d"),
+            "{text}"
+        );
         let p = b.build().unwrap();
         let text = format!("{p:?}");
-        assert!(!text.contains("0102030405") && !text.contains("1f1e1d"), "{text}");
+        assert!(
+            !text.contains("0102030405") && !text.contains("1f1e1d"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -29,7 +29,13 @@ impl fmt::Debug for MemoryProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let keys = lock(&self.keys);
         f.debug_struct("MemoryProvider")
-            .field("keys", &keys.iter().map(|(k, v)| (k.as_str().to_owned(), v.len())).collect::<Vec<_>>())
+            .field(
+                "keys",
+                &keys
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v.len()))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -108,7 +114,10 @@ impl KeyProvider for MemoryProvider {
         let mut m = KeyMetadata::new(key_id.clone(), self.name());
         m.description = Some("in-memory test key".into());
         m.created_at = versions.first().and_then(DataKey::created_at);
-        m.last_rotated = versions.last().filter(|_| versions.len() > 1).and_then(DataKey::created_at);
+        m.last_rotated = versions
+            .last()
+            .filter(|_| versions.len() > 1)
+            .and_then(DataKey::created_at);
         m.current_version = versions.last().map(|k| k.version().clone());
         m.version_count = Some(versions.len() as u64);
         Ok(m)
@@ -219,8 +228,14 @@ impl FaultyProvider {
         }
         match fault {
             Fault::None => Ok(()),
-            Fault::Temporary => Err(Error::unavailable("faulty", Cause("injected outage".into()))),
-            Fault::Permanent => Err(Error::access_denied("faulty", Cause("injected denial".into()))),
+            Fault::Temporary => Err(Error::unavailable(
+                "faulty",
+                Cause("injected outage".into()),
+            )),
+            Fault::Permanent => Err(Error::access_denied(
+                "faulty",
+                Cause("injected denial".into()),
+            )),
             Fault::Hang => std::future::pending().await,
         }
     }
@@ -283,7 +298,13 @@ mod tests {
         let v2 = p.rotate(&id).await.unwrap();
         assert_eq!(v1.version().as_str(), "1");
         assert_eq!(v2.version().as_str(), "2");
-        assert_eq!(p.key_version(&id, v1.version()).await.unwrap().fingerprint(), v1.fingerprint());
+        assert_eq!(
+            p.key_version(&id, v1.version())
+                .await
+                .unwrap()
+                .fingerprint(),
+            v1.fingerprint()
+        );
         assert_eq!(p.versions(&id).await.unwrap().len(), 2);
     }
 

@@ -135,7 +135,8 @@ impl Kms {
     /// # Errors
     /// As the async method.
     pub fn encrypt_text(&self, plaintext: &[u8], aad: &[u8]) -> Result<String> {
-        self.runtime.block_on(self.inner.encrypt_text(plaintext, aad))
+        self.runtime
+            .block_on(self.inner.encrypt_text(plaintext, aad))
     }
 
     /// See [`crate::Kms::decrypt_text`].
@@ -143,7 +144,8 @@ impl Kms {
     /// # Errors
     /// As the async method.
     pub fn decrypt_text(&self, ciphertext: &str, aad: &[u8]) -> Result<Vec<u8>> {
-        self.runtime.block_on(self.inner.decrypt_text(ciphertext, aad))
+        self.runtime
+            .block_on(self.inner.decrypt_text(ciphertext, aad))
     }
 
     /// See [`crate::Kms::encrypt_str`].
@@ -151,7 +153,8 @@ impl Kms {
     /// # Errors
     /// As the async method.
     pub fn encrypt_str(&self, plaintext: &str, aad: &[u8]) -> Result<String> {
-        self.runtime.block_on(self.inner.encrypt_str(plaintext, aad))
+        self.runtime
+            .block_on(self.inner.encrypt_str(plaintext, aad))
     }
 
     /// See [`crate::Kms::decrypt_str`].
@@ -159,7 +162,8 @@ impl Kms {
     /// # Errors
     /// As the async method.
     pub fn decrypt_str(&self, ciphertext: &str, aad: &[u8]) -> Result<String> {
-        self.runtime.block_on(self.inner.decrypt_str(ciphertext, aad))
+        self.runtime
+            .block_on(self.inner.decrypt_str(ciphertext, aad))
     }
 
     /// See [`crate::Kms::rotate`].

@@ -312,7 +312,7 @@ impl KmsBuilder {
             timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
             retry_attempts: self.retry_attempts,
             cache_ttl_ms: u64::try_from(self.cache_ttl.as_millis()).unwrap_or(u64::MAX),
-            iv_length: self.iv_length.len(),
+            iv_length: self.iv_length.size(),
         }
     }
 
@@ -333,7 +333,12 @@ impl KmsBuilder {
                 kind => return Err(not_compiled_in(kind)),
             },
         };
-        Ok(Kms::from_parts(provider, self.key_id, self.iv_length, config))
+        Ok(Kms::from_parts(
+            provider,
+            self.key_id,
+            self.iv_length,
+            config,
+        ))
     }
 }
 
@@ -380,7 +385,11 @@ mod tests {
     use super::*;
 
     fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| (*v).to_string())
+        move |n| {
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| (*v).to_string())
+        }
     }
 
     #[test]
@@ -436,10 +445,19 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("X", "250").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("X", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            parse_duration("X", "250").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_duration("X", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
         assert_eq!(parse_duration("X", "30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("X", "2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(
+            parse_duration("X", "2h").unwrap(),
+            Duration::from_secs(7200)
+        );
         assert!(parse_duration("X", "").is_err());
         assert!(parse_duration("X", "1.5s").is_err());
     }

@@ -12,8 +12,8 @@ pub use config::{KmsBuilder, KmsConfig, ProviderKind};
 
 pub use kms_core as core;
 pub use kms_core::{
-    DataKey, Envelope, Error, Fingerprint, HealthStatus, IvLength, KeyId, KeyMaterial,
-    KeyMetadata, KeyProvider, KeyVersion, Result, VersionInfo, format,
+    DataKey, Envelope, Error, Fingerprint, HealthStatus, IvLength, KeyId, KeyMaterial, KeyMetadata,
+    KeyProvider, KeyVersion, Result, VersionInfo, format,
 };
 
 /// The development provider (`KMS_PROVIDER=env`).

@@ -55,6 +55,11 @@ mod tests {
         let d = |n: &str| (n == "KMS_DEBUG").then(|| "true".to_owned());
         assert_eq!(filter_directive(d).unwrap(), "info,kms=debug");
         let bad = |n: &str| (n == "KMS_DEBUG").then(|| "maybe".to_owned());
-        assert!(filter_directive(bad).unwrap_err().to_string().contains("KMS_DEBUG"));
+        assert!(
+            filter_directive(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("KMS_DEBUG")
+        );
     }
 }

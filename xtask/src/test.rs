@@ -1,0 +1,40 @@
+//! `cargo xtask test`: the whole test suite.
+
+use std::ffi::OsString;
+use std::process::Command;
+
+use crate::cmd::{self, Result};
+
+/// Runs the whole test suite.
+///
+/// Anything the tests need from outside cargo is prepared here, before the
+/// single `cargo test` invocation, so that `cargo xtask test` stays the one
+/// command that a fresh machine and CI run.
+pub(crate) fn run(cargo_args: &[OsString]) -> Result<()> {
+    cmd::run("run the test suite", &mut cargo_test(cargo_args))
+}
+
+/// One `cargo test` over every workspace member (the `default-members` leave
+/// some out) and every feature, so the workspace is built once.
+fn cargo_test(cargo_args: &[OsString]) -> Command {
+    let mut command = cmd::cargo();
+    command
+        .args(["test", "--workspace", "--all-features"])
+        .args(cargo_args);
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_arguments_go_after_the_fixed_ones() {
+        let command = cargo_test(&["--".into(), "--nocapture".into()]);
+        let shown = cmd::display(&command);
+        assert!(
+            shown.ends_with("cargo test --workspace --all-features -- --nocapture"),
+            "{shown}"
+        );
+    }
+}
