@@ -11,7 +11,11 @@ const K0: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddee
 
 #[tokio::test]
 async fn env_provider_conformance() {
-    let p = EnvProvider::builder().encryption_key(K1).previous_key(K0).build().unwrap();
+    let p = EnvProvider::builder()
+        .encryption_key(K1)
+        .previous_key(K0)
+        .build()
+        .unwrap();
     conformance::run(Arc::new(p), &KeyId::default(), Expect { rotates: false }).await;
 }
 
@@ -22,7 +26,12 @@ async fn env_passphrase_provider_conformance() {
         .encryption_key("a development passphrase of 32+ characters")
         .build()
         .unwrap();
-    conformance::run(Arc::new(p), &KeyId::new("tenant-7").unwrap(), Expect { rotates: false }).await;
+    conformance::run(
+        Arc::new(p),
+        &KeyId::new("tenant-7").unwrap(),
+        Expect { rotates: false },
+    )
+    .await;
 }
 
 /// The spec's migration story for env keys: data written under the old key
@@ -30,7 +39,11 @@ async fn env_passphrase_provider_conformance() {
 #[tokio::test]
 async fn env_rotation_by_previous_keys() {
     let lookup_old = |n: &str| (n == "ENCRYPTION_KEY").then(|| K0.to_owned());
-    let old = KmsBuilder::from_lookup(lookup_old).unwrap().build().await.unwrap();
+    let old = KmsBuilder::from_lookup(lookup_old)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
     let ct = old.encrypt_str("token", b"").await.unwrap();
 
     let lookup_new = |n: &str| match n {
@@ -38,11 +51,18 @@ async fn env_rotation_by_previous_keys() {
         "ENCRYPTION_KEY_PREVIOUS" => Some(K0.to_owned()),
         _ => None,
     };
-    let new = KmsBuilder::from_lookup(lookup_new).unwrap().build().await.unwrap();
+    let new = KmsBuilder::from_lookup(lookup_new)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
     assert_eq!(new.decrypt_str(&ct, b"").await.unwrap(), "token");
     let fresh = new.encrypt(b"x", b"").await.unwrap();
     let env = kms::Envelope::parse(&fresh).unwrap();
-    assert_eq!(env.fingerprint(), KeyMaterial::from_hex(K1).unwrap().fingerprint());
+    assert_eq!(
+        env.fingerprint(),
+        KeyMaterial::from_hex(K1).unwrap().fingerprint()
+    );
 }
 
 /// A ciphertext keeps decrypting when the key's versions are renumbered (as
@@ -62,8 +82,13 @@ async fn fingerprint_finds_the_key_when_versions_differ() {
         }
         async fn key_version(&self, id: &KeyId, v: &kms::KeyVersion) -> kms::Result<kms::DataKey> {
             let list = self.0.versions(id).await?;
-            let idx: usize = v.as_str().parse().map_err(|_| Error::key_not_found(id, Some(v)))?;
-            let info = list.get(idx.wrapping_sub(1)).ok_or_else(|| Error::key_not_found(id, Some(v)))?;
+            let idx: usize = v
+                .as_str()
+                .parse()
+                .map_err(|_| Error::key_not_found(id, Some(v)))?;
+            let info = list
+                .get(idx.wrapping_sub(1))
+                .ok_or_else(|| Error::key_not_found(id, Some(v)))?;
             let k = self.0.key_version(id, &info.version).await?;
             Ok(renumber(&k, idx as u64))
         }
@@ -86,11 +111,23 @@ async fn fingerprint_finds_the_key_when_versions_differ() {
     }
 
     // Written by the env provider, whose versions are fingerprints...
-    let env = EnvProvider::builder().encryption_key(K1).previous_key(K0).build().unwrap();
-    let writer = Kms::builder().provider(EnvProvider::builder().encryption_key(K0).build().unwrap()).build().await.unwrap();
+    let env = EnvProvider::builder()
+        .encryption_key(K1)
+        .previous_key(K0)
+        .build()
+        .unwrap();
+    let writer = Kms::builder()
+        .provider(EnvProvider::builder().encryption_key(K0).build().unwrap())
+        .build()
+        .await
+        .unwrap();
     let old_ct = writer.encrypt(b"old", b"").await.unwrap();
     // ...read through a provider that numbers the same keys 1 and 2.
-    let reader = Kms::builder().provider(Renumbered(env)).build().await.unwrap();
+    let reader = Kms::builder()
+        .provider(Renumbered(env))
+        .build()
+        .await
+        .unwrap();
     assert_eq!(reader.decrypt(&old_ct, b"").await.unwrap(), b"old");
 }
 

@@ -10,5 +10,10 @@ use kms_tests::conformance::{self, Expect};
 #[tokio::test]
 async fn memory_provider_conformance() {
     let id = KeyId::new("conformance").unwrap();
-    conformance::run(Arc::new(MemoryProvider::with_key(id.clone())), &id, Expect { rotates: true }).await;
+    conformance::run(
+        Arc::new(MemoryProvider::with_key(id.clone())),
+        &id,
+        Expect { rotates: true },
+    )
+    .await;
 }

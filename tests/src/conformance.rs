@@ -30,11 +30,23 @@ pub async fn run(provider: Arc<dyn KeyProvider>, key_id: &KeyId, expect: Expect)
         let err = provider.rotate(key_id).await.unwrap_err();
         assert!(matches!(err, Error::Unsupported { .. }), "{name}: {err:?}");
         let after = provider.current_key(key_id).await.unwrap();
-        assert_eq!(before.fingerprint(), after.fingerprint(), "{name}: a refused rotation changed the key");
+        assert_eq!(
+            before.fingerprint(),
+            after.fingerprint(),
+            "{name}: a refused rotation changed the key"
+        );
     }
     let debug = format!("{provider:?}");
-    let hex = provider.current_key(key_id).await.unwrap().material().to_hex();
-    assert!(!debug.contains(&hex[..16]), "{name}: Debug shows key bytes: {debug}");
+    let hex = provider
+        .current_key(key_id)
+        .await
+        .unwrap()
+        .material()
+        .to_hex();
+    assert!(
+        !debug.contains(&hex[..16]),
+        "{name}: Debug shows key bytes: {debug}"
+    );
 }
 
 async fn keys_are_stable_and_versioned(p: &dyn KeyProvider, key_id: &KeyId) {
@@ -42,10 +54,18 @@ async fn keys_are_stable_and_versioned(p: &dyn KeyProvider, key_id: &KeyId) {
     let a = p.current_key(key_id).await.unwrap();
     let b = p.current_key(key_id).await.unwrap();
     assert_eq!(a.key_id(), key_id, "{name}");
-    assert_eq!(a.fingerprint(), b.fingerprint(), "{name}: current key changed between two reads");
+    assert_eq!(
+        a.fingerprint(),
+        b.fingerprint(),
+        "{name}: current key changed between two reads"
+    );
     assert_eq!(a.version(), b.version(), "{name}");
     let same = p.key_version(key_id, a.version()).await.unwrap();
-    assert_eq!(same.fingerprint(), a.fingerprint(), "{name}: version lookup returned other bytes");
+    assert_eq!(
+        same.fingerprint(),
+        a.fingerprint(),
+        "{name}: version lookup returned other bytes"
+    );
     let versions = p.versions(key_id).await.unwrap();
     assert!(!versions.is_empty(), "{name}: no versions listed");
     assert_eq!(
@@ -60,7 +80,11 @@ async fn missing_keys_are_typed(p: &dyn KeyProvider, key_id: &KeyId) {
     let missing = KeyId::new("conformance-missing-key").unwrap();
     let err = p.current_key(&missing).await.unwrap_err();
     assert!(matches!(err, Error::KeyNotFound { .. }), "{name}: {err:?}");
-    assert_eq!(err.to_string(), "Encryption key not found: conformance-missing-key", "{name}");
+    assert_eq!(
+        err.to_string(),
+        "Encryption key not found: conformance-missing-key",
+        "{name}"
+    );
     assert!(err.is_permanent(), "{name}");
 
     let err = p
@@ -68,7 +92,11 @@ async fn missing_keys_are_typed(p: &dyn KeyProvider, key_id: &KeyId) {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::KeyNotFound { .. }), "{name}: {err:?}");
-    assert_eq!(err.to_string(), format!("Encryption key not found: {key_id}"), "{name}");
+    assert_eq!(
+        err.to_string(),
+        format!("Encryption key not found: {key_id}"),
+        "{name}"
+    );
 }
 
 async fn metadata_and_health(p: &dyn KeyProvider, key_id: &KeyId) {
@@ -80,15 +108,29 @@ async fn metadata_and_health(p: &dyn KeyProvider, key_id: &KeyId) {
     assert!(m.enabled, "{name}");
     assert_eq!(m.provider, name);
     let json = serde_json::to_value(&m).unwrap();
-    for field in ["keyId", "description", "createdAt", "lastRotated", "enabled", "keyUsage", "keySpec"] {
-        assert!(json.get(field).is_some(), "{name}: metadata lacks {field}: {json}");
+    for field in [
+        "keyId",
+        "description",
+        "createdAt",
+        "lastRotated",
+        "enabled",
+        "keyUsage",
+        "keySpec",
+    ] {
+        assert!(
+            json.get(field).is_some(),
+            "{name}: metadata lacks {field}: {json}"
+        );
     }
     let h = p.health().await;
     assert!(h.healthy, "{name}: unhealthy: {h:?}");
     assert_eq!(h.provider, name);
     let json = serde_json::to_value(&h).unwrap();
     for field in ["provider", "healthy", "lastChecked", "responseTime"] {
-        assert!(json.get(field).is_some(), "{name}: health lacks {field}: {json}");
+        assert!(
+            json.get(field).is_some(),
+            "{name}: health lacks {field}: {json}"
+        );
     }
 }
 
@@ -107,7 +149,10 @@ async fn facade_round_trips(provider: Arc<dyn KeyProvider>, key_id: &KeyId) {
     for pt in [&b""[..], b"x", b"an API token: sk_live_51H", &[0xAB; 5000]] {
         let ct = kms.encrypt(pt, b"row:1").await.unwrap();
         assert_eq!(kms.decrypt(&ct, b"row:1").await.unwrap(), pt, "{name}");
-        assert!(matches!(kms.decrypt(&ct, b"row:2").await, Err(Error::Decryption)), "{name}");
+        assert!(
+            matches!(kms.decrypt(&ct, b"row:2").await, Err(Error::Decryption)),
+            "{name}"
+        );
         let text = kms.encrypt_text(pt, b"").await.unwrap();
         assert_eq!(kms.decrypt_text(&text, b"").await.unwrap(), pt, "{name}");
     }
@@ -123,13 +168,37 @@ async fn rotation_keeps_old_ciphertexts(provider: Arc<dyn KeyProvider>, key_id: 
     let new_version = kms.rotate().await.unwrap();
     let after = provider.current_key(key_id).await.unwrap();
     assert_eq!(after.version(), &new_version, "{name}");
-    assert_ne!(after.version(), before.version(), "{name}: rotation kept the version");
-    assert_ne!(after.fingerprint(), before.fingerprint(), "{name}: rotation kept the key bytes");
-    assert_eq!(provider.versions(key_id).await.unwrap().len(), n_before + 1, "{name}");
+    assert_ne!(
+        after.version(),
+        before.version(),
+        "{name}: rotation kept the version"
+    );
+    assert_ne!(
+        after.fingerprint(),
+        before.fingerprint(),
+        "{name}: rotation kept the key bytes"
+    );
+    assert_eq!(
+        provider.versions(key_id).await.unwrap().len(),
+        n_before + 1,
+        "{name}"
+    );
 
-    assert_eq!(kms.decrypt(&old_ct, b"").await.unwrap(), b"written before rotation", "{name}");
+    assert_eq!(
+        kms.decrypt(&old_ct, b"").await.unwrap(),
+        b"written before rotation",
+        "{name}"
+    );
     let new_ct = kms.encrypt(b"written after rotation", b"").await.unwrap();
     let env = Envelope::parse(&new_ct).unwrap();
-    assert_eq!(env.key_version().unwrap(), new_version, "{name}: new data must use the new version");
-    assert_eq!(kms.decrypt(&new_ct, b"").await.unwrap(), b"written after rotation", "{name}");
+    assert_eq!(
+        env.key_version().unwrap(),
+        new_version,
+        "{name}: new data must use the new version"
+    );
+    assert_eq!(
+        kms.decrypt(&new_ct, b"").await.unwrap(),
+        b"written after rotation",
+        "{name}"
+    );
 }

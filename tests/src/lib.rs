@@ -1,6 +1,11 @@
 //! Test support for the `kms` workspace: the provider conformance suite that
 //! every provider must pass, so providers cannot drift apart.
 #![forbid(unsafe_code)]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 pub mod conformance;
