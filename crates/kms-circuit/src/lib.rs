@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod breaker;
+mod config;
+mod provider;
+
+pub use breaker::CircuitState;
+pub use config::ResilienceConfig;
+pub use provider::ResilientProvider;
+
+#[cfg(test)]
+mod tests;
