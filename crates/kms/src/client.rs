@@ -3,10 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+use kms_cache::CachingProvider;
+use kms_circuit::{CircuitState, ResilientProvider};
 use kms_core::format::{self, Envelope};
 use kms_core::{
-    Error, HealthStatus, IvLength, KeyId, KeyMetadata, KeyProvider, KeyVersion, Result, crypto,
-    resolve_key,
+    CacheStats, DataKey, Error, HealthStatus, IvLength, KeyId, KeyMetadata, KeyProvider,
+    KeyVersion, Result, crypto, resolve_key,
 };
 
 use crate::config::{KmsBuilder, KmsConfig};
@@ -37,7 +39,13 @@ use crate::config::{KmsBuilder, KmsConfig};
 /// ```
 #[derive(Clone)]
 pub struct Kms {
+    /// The top of the provider stack.
     provider: Arc<dyn KeyProvider>,
+    /// The cache layer, when the facade built the stack (its hot slot is the
+    /// encrypt fast path).
+    cache: Option<Arc<CachingProvider>>,
+    /// The resilience layer, when the facade built the stack.
+    circuit: Option<Arc<ResilientProvider>>,
     key_id: KeyId,
     iv_length: IvLength,
     config: Arc<KmsConfig>,
@@ -70,12 +78,16 @@ impl Kms {
 
     pub(crate) fn from_parts(
         provider: Arc<dyn KeyProvider>,
+        cache: Option<Arc<CachingProvider>>,
+        circuit: Option<Arc<ResilientProvider>>,
         key_id: KeyId,
         iv_length: IvLength,
         config: KmsConfig,
     ) -> Self {
         Kms {
             provider,
+            cache,
+            circuit,
             key_id,
             iv_length,
             config: Arc::new(config),
@@ -113,13 +125,45 @@ impl Kms {
         &self.config
     }
 
+    /// The key cache's counters, when the facade built the stack.
+    #[must_use]
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(|c| c.stats())
+    }
+
+    /// Forgets every cached key (versions and current pointers).
+    pub fn clear_cache(&self) {
+        if let Some(c) = &self.cache {
+            c.clear();
+        }
+    }
+
+    /// The circuit breaker's state, when the facade built the stack.
+    #[must_use]
+    pub fn circuit_state(&self) -> Option<CircuitState> {
+        self.circuit.as_ref().map(|c| c.circuit_state())
+    }
+
+    /// The current key of the configured key id: from the cache's hot slot
+    /// when it is fresh (no allocation, no await), else through the stack.
+    async fn current_key(&self) -> Result<DataKey> {
+        if let Some(key) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.current_if_fresh(&self.key_id))
+        {
+            return Ok(key);
+        }
+        self.provider.current_key(&self.key_id).await
+    }
+
     /// Encrypts bytes under the current key version; returns the binary format.
     /// `aad` (may be empty) is authenticated, not stored: decryption needs the same.
     ///
     /// # Errors
     /// Provider errors while fetching the key; [`Error::InputTooLarge`].
     pub async fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        let key = self.provider.current_key(&self.key_id).await?;
+        let key = self.current_key().await?;
         crypto::seal(&key, self.iv_length, plaintext, aad)
     }
 

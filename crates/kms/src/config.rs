@@ -5,6 +5,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kms_cache::{CacheConfig, CachingProvider};
+use kms_circuit::{ResilienceConfig, ResilientProvider};
 use kms_core::{Error, IvLength, KeyId, KeyProvider, Result};
 use serde::Serialize;
 
@@ -94,6 +96,20 @@ pub struct KmsConfig {
     pub cache_ttl_ms: u64,
     /// `KMS_IV_LENGTH`, in bytes.
     pub iv_length: usize,
+    /// `KMS_CACHE_STALE_IF_ERROR`, in milliseconds (`null`: off).
+    #[serde(rename = "cacheStaleIfError")]
+    pub cache_stale_if_error_ms: Option<u64>,
+    /// `KMS_CIRCUIT_FAILURE_THRESHOLD`.
+    pub circuit_failure_threshold: u32,
+    /// `KMS_CIRCUIT_OPEN_DURATION`, in milliseconds.
+    #[serde(rename = "circuitOpenDuration")]
+    pub circuit_open_duration_ms: u64,
+    /// Whether the facade added its cache and resilience layers.
+    pub layered: bool,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Builds a [`Kms`], from the environment ([`KmsBuilder::from_env`]) or in code.
@@ -106,19 +122,47 @@ pub struct KmsConfig {
 /// | `KMS_RETRY_ATTEMPTS` | [`retry_attempts`](Self::retry_attempts) | 3 |
 /// | `KMS_CACHE_TTL` | [`cache_ttl`](Self::cache_ttl) | 300000 (ms, 5 minutes) |
 /// | `KMS_IV_LENGTH` | [`iv_length`](Self::iv_length) | 12 (bytes; 16 also accepted) |
+/// | `KMS_CACHE_STALE_IF_ERROR` | [`cache_stale_if_error`](Self::cache_stale_if_error) | off |
+/// | `KMS_CIRCUIT_FAILURE_THRESHOLD` | [`circuit_failure_threshold`](Self::circuit_failure_threshold) | 5 |
+/// | `KMS_CIRCUIT_OPEN_DURATION` | [`circuit_open_duration`](Self::circuit_open_duration) | 30000 (ms) |
 /// | `LOG_LEVEL`, `KMS_DEBUG` | (used by the CLI's logging, see [`crate::logging`]) | `info`, `false` |
 /// | `ENCRYPTION_KEY`, `ENCRYPTION_KEY_PREVIOUS` | [`env_key`](Self::env_key), [`env_previous_key`](Self::env_previous_key) | none |
 ///
 /// Durations are milliseconds when given as a bare number; the suffixes
 /// `ms`, `s`, `m` and `h` are accepted too (`KMS_CACHE_TTL=5m`).
+///
+/// # The provider stack
+///
+/// [`build`](Self::build) wraps the provider in layers that implement the
+/// same [`KeyProvider`] trait, in this order (innermost first): the
+/// provider; a per-attempt timeout, retries of temporary errors and a
+/// circuit breaker ([`kms_circuit::ResilientProvider`]); the key cache
+/// ([`kms_cache::CachingProvider`]) outermost, so a cache hit never touches
+/// the breaker or the provider. Built by hand, the same stack is:
+///
+/// ```no_run
+/// use kms::cache::{CacheConfig, CachingProvider};
+/// use kms::circuit::{ResilienceConfig, ResilientProvider};
+///
+/// # async fn stack() -> kms::Result<()> {
+/// // 1. The provider.
+/// let provider = kms::env::EnvProvider::from_env()?;
+/// // 2. Timeout inside retry inside the circuit breaker (KMS_TIMEOUT, KMS_RETRY_ATTEMPTS).
+/// let guarded = ResilientProvider::new(provider, ResilienceConfig::default());
+/// // 3. The cache outermost (KMS_CACHE_TTL).
+/// let cached = CachingProvider::new(guarded, CacheConfig::default());
+/// // Used as is: no further layers.
+/// let kms = kms::Kms::builder().provider_unlayered(cached).build().await?;
+/// # let _ = kms; Ok(()) }
+/// ```
 pub struct KmsBuilder {
     kind: ProviderKind,
     custom: Option<Arc<dyn KeyProvider>>,
+    layered: bool,
     key_id: KeyId,
     iv_length: IvLength,
-    timeout: Duration,
-    retry_attempts: u32,
-    cache_ttl: Duration,
+    resilience: ResilienceConfig,
+    cache: CacheConfig,
     #[cfg(feature = "env")]
     env: kms_env::EnvProviderBuilder,
 }
@@ -129,10 +173,10 @@ impl fmt::Debug for KmsBuilder {
         d.field("provider", &self.kind)
             .field("custom_provider", &self.custom)
             .field("key_id", &self.key_id)
+            .field("layered", &self.layered)
             .field("iv_length", &self.iv_length)
-            .field("timeout", &self.timeout)
-            .field("retry_attempts", &self.retry_attempts)
-            .field("cache_ttl", &self.cache_ttl);
+            .field("resilience", &self.resilience)
+            .field("cache", &self.cache);
         #[cfg(feature = "env")]
         d.field("env", &self.env);
         d.finish()
@@ -144,11 +188,15 @@ impl Default for KmsBuilder {
         KmsBuilder {
             kind: ProviderKind::default(),
             custom: None,
+            layered: true,
             key_id: KeyId::default(),
             iv_length: IvLength::default(),
-            timeout: DEFAULT_TIMEOUT,
-            retry_attempts: DEFAULT_RETRY_ATTEMPTS,
-            cache_ttl: DEFAULT_CACHE_TTL,
+            resilience: ResilienceConfig {
+                timeout: DEFAULT_TIMEOUT,
+                retries: DEFAULT_RETRY_ATTEMPTS,
+                ..ResilienceConfig::default()
+            },
+            cache: CacheConfig::with_ttl(DEFAULT_CACHE_TTL),
             #[cfg(feature = "env")]
             env: kms_env::EnvProviderBuilder::default(),
         }
@@ -185,13 +233,13 @@ impl KmsBuilder {
             b.key_id = KeyId::new(v.trim())?;
         }
         if let Some(v) = get("KMS_TIMEOUT") {
-            b.timeout = parse_duration("KMS_TIMEOUT", &v)?;
-            if b.timeout.is_zero() {
+            b.resilience.timeout = parse_duration("KMS_TIMEOUT", &v)?;
+            if b.resilience.timeout.is_zero() {
                 return Err(Error::config("KMS_TIMEOUT", "must be greater than 0"));
             }
         }
         if let Some(v) = get("KMS_RETRY_ATTEMPTS") {
-            b.retry_attempts = v
+            b.resilience.retries = v
                 .trim()
                 .parse()
                 .ok()
@@ -204,7 +252,29 @@ impl KmsBuilder {
                 })?;
         }
         if let Some(v) = get("KMS_CACHE_TTL") {
-            b.cache_ttl = parse_duration("KMS_CACHE_TTL", &v)?;
+            b.cache.ttl = parse_duration("KMS_CACHE_TTL", &v)?;
+        }
+        if let Some(v) = get("KMS_CACHE_STALE_IF_ERROR") {
+            let grace = parse_duration("KMS_CACHE_STALE_IF_ERROR", &v)?;
+            b.cache.stale_if_error = (!grace.is_zero()).then_some(grace);
+        }
+        if let Some(v) = get("KMS_CIRCUIT_FAILURE_THRESHOLD") {
+            b.resilience.failure_threshold =
+                v.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    Error::config(
+                        "KMS_CIRCUIT_FAILURE_THRESHOLD",
+                        "must be a whole number of at least 1",
+                    )
+                })?;
+        }
+        if let Some(v) = get("KMS_CIRCUIT_OPEN_DURATION") {
+            b.resilience.open_duration = parse_duration("KMS_CIRCUIT_OPEN_DURATION", &v)?;
+            if b.resilience.open_duration.is_zero() {
+                return Err(Error::config(
+                    "KMS_CIRCUIT_OPEN_DURATION",
+                    "must be greater than 0",
+                ));
+            }
         }
         if let Some(v) = get("KMS_IV_LENGTH") {
             b.iv_length = v
@@ -232,17 +302,27 @@ impl KmsBuilder {
     }
 
     /// Uses any [`KeyProvider`] (a provider built by hand, a test double, or
-    /// a custom one) instead of a built-in kind.
+    /// a custom one) instead of a built-in kind. The facade still wraps it in
+    /// its resilience and cache layers.
     #[must_use]
-    pub fn provider(mut self, provider: impl KeyProvider) -> Self {
-        self.custom = Some(Arc::new(provider));
-        self
+    pub fn provider(self, provider: impl KeyProvider) -> Self {
+        self.provider_arc(Arc::new(provider))
     }
 
     /// Like [`KmsBuilder::provider`], for a provider already in an `Arc`.
     #[must_use]
     pub fn provider_arc(mut self, provider: Arc<dyn KeyProvider>) -> Self {
         self.custom = Some(provider);
+        self.layered = true;
+        self
+    }
+
+    /// Uses `provider` exactly as given, adding no layers: for a stack
+    /// composed by hand (see the example above).
+    #[must_use]
+    pub fn provider_unlayered(mut self, provider: impl KeyProvider) -> Self {
+        self.custom = Some(Arc::new(provider));
+        self.layered = false;
         self
     }
 
@@ -260,26 +340,64 @@ impl KmsBuilder {
         self
     }
 
-    /// The per-call timeout (`KMS_TIMEOUT`, default 10 s).
+    /// The timeout of each attempt to reach the provider (`KMS_TIMEOUT`,
+    /// default 10 s).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.resilience.timeout = timeout;
         self
     }
 
-    /// Retries after a failed call, for temporary errors only
+    /// Retries after a failed attempt, for temporary errors only
     /// (`KMS_RETRY_ATTEMPTS`, default 3).
     #[must_use]
     pub fn retry_attempts(mut self, retries: u32) -> Self {
-        self.retry_attempts = retries;
+        self.resilience.retries = retries;
         self
     }
 
     /// How long the current key version is cached (`KMS_CACHE_TTL`,
-    /// default 5 minutes; zero disables the cache).
+    /// default 5 minutes; zero asks the provider on every encryption).
     #[must_use]
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
-        self.cache_ttl = ttl;
+        self.cache.ttl = ttl;
+        self
+    }
+
+    /// Stale-if-error grace period (`KMS_CACHE_STALE_IF_ERROR`, default off).
+    #[must_use]
+    pub fn cache_stale_if_error(mut self, grace: Option<Duration>) -> Self {
+        self.cache.stale_if_error = grace;
+        self
+    }
+
+    /// Failed calls in a row that open the circuit
+    /// (`KMS_CIRCUIT_FAILURE_THRESHOLD`, default 5).
+    #[must_use]
+    pub fn circuit_failure_threshold(mut self, failures: u32) -> Self {
+        self.resilience.failure_threshold = failures;
+        self
+    }
+
+    /// How long an open circuit refuses calls before a trial
+    /// (`KMS_CIRCUIT_OPEN_DURATION`, default 30 s).
+    #[must_use]
+    pub fn circuit_open_duration(mut self, duration: Duration) -> Self {
+        self.resilience.open_duration = duration;
+        self
+    }
+
+    /// Every resilience setting at once (timeout, retries, backoff, breaker).
+    #[must_use]
+    pub fn resilience(mut self, config: ResilienceConfig) -> Self {
+        self.resilience = config;
+        self
+    }
+
+    /// Every cache setting at once.
+    #[must_use]
+    pub fn cache(mut self, config: CacheConfig) -> Self {
+        self.cache = config;
         self
     }
 
@@ -309,10 +427,14 @@ impl KmsBuilder {
                 .map_or(self.kind.as_str(), |p| p.name())
                 .to_owned(),
             key_id: self.key_id.clone(),
-            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
-            retry_attempts: self.retry_attempts,
-            cache_ttl_ms: u64::try_from(self.cache_ttl.as_millis()).unwrap_or(u64::MAX),
+            timeout_ms: millis(self.resilience.timeout),
+            retry_attempts: self.resilience.retries,
+            cache_ttl_ms: millis(self.cache.ttl),
             iv_length: self.iv_length.size(),
+            cache_stale_if_error_ms: self.cache.stale_if_error.map(millis),
+            circuit_failure_threshold: self.resilience.failure_threshold,
+            circuit_open_duration_ms: millis(self.resilience.open_duration),
+            layered: self.layered,
         }
     }
 
@@ -333,8 +455,22 @@ impl KmsBuilder {
                 kind => return Err(not_compiled_in(kind)),
             },
         };
+        if !self.layered {
+            return Ok(Kms::from_parts(
+                provider,
+                None,
+                None,
+                self.key_id,
+                self.iv_length,
+                config,
+            ));
+        }
+        let guarded = Arc::new(ResilientProvider::from_arc(provider, self.resilience));
+        let cached = Arc::new(CachingProvider::from_arc(guarded.clone(), self.cache));
         Ok(Kms::from_parts(
-            provider,
+            cached.clone(),
+            Some(cached),
+            Some(guarded),
             self.key_id,
             self.iv_length,
             config,

@@ -10,6 +10,8 @@ pub mod logging;
 pub use client::Kms;
 pub use config::{KmsBuilder, KmsConfig, ProviderKind};
 
+pub use kms_cache as cache;
+pub use kms_circuit as circuit;
 pub use kms_core as core;
 pub use kms_core::{
     DataKey, Envelope, Error, Fingerprint, HealthStatus, IvLength, KeyId, KeyMaterial, KeyMetadata,
