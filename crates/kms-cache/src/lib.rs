@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use kms_core::{
-    CacheStats, DataKey, Error, HealthStatus, KeyId, KeyMetadata, KeyProvider, KeyVersion, Result,
-    VersionInfo,
+    CacheStats, DataKey, Error, Fingerprint, HealthStatus, KeyId, KeyMetadata, KeyProvider,
+    KeyVersion, Result, VersionInfo,
 };
 use moka::future::Cache;
 
@@ -168,15 +168,43 @@ impl CachingProvider {
     }
 
     /// The current key from the hot slot, if it is for `key_id` and fresh.
-    /// Synchronous and allocation-free: the facade's encrypt path tries it
-    /// before the trait method.
     #[must_use]
     pub fn current_if_fresh(&self, key_id: &KeyId) -> Option<DataKey> {
+        self.with_current_if_fresh(key_id, DataKey::clone)
+    }
+
+    /// Runs `f` on the current key from the hot slot, if it is for `key_id`
+    /// and fresh. Synchronous, allocation-free and without reference-count
+    /// traffic: the facade's encrypt path tries it before the trait method.
+    pub fn with_current_if_fresh<R>(
+        &self,
+        key_id: &KeyId,
+        f: impl FnOnce(&DataKey) -> R,
+    ) -> Option<R> {
         let hot = self.hot.load();
         let hot = hot.as_ref()?;
         if hot.key.key_id() == key_id && Instant::now() < hot.expires {
             bump(&self.counters.hits);
-            Some(hot.key.clone())
+            Some(f(&hot.key))
+        } else {
+            None
+        }
+    }
+
+    /// Runs `f` on the hot slot's key if it is the version of `key_id` with
+    /// this fingerprint (fresh or not: versions never change). The facade's
+    /// decrypt path tries it before resolving the version through the stack.
+    pub fn with_cached_fingerprint<R>(
+        &self,
+        key_id: &str,
+        fingerprint: Fingerprint,
+        f: impl FnOnce(&DataKey) -> R,
+    ) -> Option<R> {
+        let hot = self.hot.load();
+        let hot = hot.as_ref()?;
+        if hot.key.fingerprint() == fingerprint && hot.key.key_id().as_str() == key_id {
+            bump(&self.counters.hits);
+            Some(f(&hot.key))
         } else {
             None
         }

@@ -26,6 +26,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use crate::error::{Error, Result};
 use crate::key::{
     DataKey, FINGERPRINT_LEN, Fingerprint, KeyId, KeyVersion, MAX_KEY_ID_LEN, MAX_KEY_VERSION_LEN,
+    is_valid_key_id, is_valid_key_version,
 };
 
 /// The two magic bytes that start every binary ciphertext: `KM`.
@@ -142,7 +143,9 @@ impl<'a> Envelope<'a> {
             take(&mut rest, id_len, "truncated key id")?,
             "invalid key id",
         )?;
-        KeyId::new(key_id).map_err(|_| Error::malformed("invalid key id"))?;
+        if !is_valid_key_id(key_id) {
+            return Err(Error::malformed("invalid key id"));
+        }
 
         let ver_len = usize::from(take_u8(&mut rest, "truncated header")?);
         if ver_len == 0 || ver_len > MAX_KEY_VERSION_LEN {
@@ -152,7 +155,9 @@ impl<'a> Envelope<'a> {
             take(&mut rest, ver_len, "truncated key version")?,
             "invalid key version",
         )?;
-        KeyVersion::new(key_version).map_err(|_| Error::malformed("invalid key version"))?;
+        if !is_valid_key_version(key_version) {
+            return Err(Error::malformed("invalid key version"));
+        }
 
         let fp: [u8; FINGERPRINT_LEN] = take(&mut rest, FINGERPRINT_LEN, "truncated header")?
             .try_into()

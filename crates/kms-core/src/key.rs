@@ -31,6 +31,23 @@ pub const FINGERPRINT_LEN: usize = 8;
 /// The message MAC'd under the key to derive its fingerprint (see `docs/FORMAT.md`).
 const FINGERPRINT_LABEL: &[u8] = b"kms/v1/key-fingerprint";
 
+/// Whether `id` is a valid [`KeyId`] (checked without allocating).
+pub(crate) fn is_valid_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_KEY_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Whether `v` is a valid [`KeyVersion`] (checked without allocating).
+pub(crate) fn is_valid_key_version(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= MAX_KEY_VERSION_LEN
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
 /// The name of a key, as in `KMS_KEY_ID` (default `default`).
 ///
 /// 1 to 128 characters from `A-Z a-z 0-9 _ -`: the intersection of what
@@ -52,10 +69,7 @@ impl KeyId {
                 format!("a key id must be 1 to {MAX_KEY_ID_LEN} characters long"),
             ));
         }
-        if !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        if !is_valid_key_id(id) {
             return Err(Error::config(
                 "KMS_KEY_ID",
                 "a key id may only contain letters, digits, '_' and '-'",
@@ -117,12 +131,7 @@ impl KeyVersion {
     /// # Errors
     /// [`Error::Provider`] when the name is empty, too long or has another character.
     pub fn new(version: &str) -> Result<Self> {
-        if version.is_empty()
-            || version.len() > MAX_KEY_VERSION_LEN
-            || !version
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-        {
+        if !is_valid_key_version(version) {
             return Err(Error::Provider {
                 provider: "core",
                 message: format!(

@@ -7,8 +7,8 @@ use kms_cache::CachingProvider;
 use kms_circuit::{CircuitState, ResilientProvider};
 use kms_core::format::{self, Envelope};
 use kms_core::{
-    CacheStats, DataKey, Error, HealthStatus, IvLength, KeyId, KeyMetadata, KeyProvider,
-    KeyVersion, Result, crypto, resolve_key,
+    CacheStats, Error, HealthStatus, IvLength, KeyId, KeyMetadata, KeyProvider, KeyVersion, Result,
+    crypto, resolve_key,
 };
 
 use crate::config::{KmsBuilder, KmsConfig};
@@ -144,26 +144,21 @@ impl Kms {
         self.circuit.as_ref().map(|c| c.circuit_state())
     }
 
-    /// The current key of the configured key id: from the cache's hot slot
-    /// when it is fresh (no allocation, no await), else through the stack.
-    async fn current_key(&self) -> Result<DataKey> {
-        if let Some(key) = self
-            .cache
-            .as_ref()
-            .and_then(|c| c.current_if_fresh(&self.key_id))
-        {
-            return Ok(key);
-        }
-        self.provider.current_key(&self.key_id).await
-    }
-
     /// Encrypts bytes under the current key version; returns the binary format.
     /// `aad` (may be empty) is authenticated, not stored: decryption needs the same.
     ///
     /// # Errors
     /// Provider errors while fetching the key; [`Error::InputTooLarge`].
     pub async fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        let key = self.current_key().await?;
+        // Hot path: the cache's hot slot, without an await or an allocation.
+        if let Some(sealed) = self.cache.as_ref().and_then(|c| {
+            c.with_current_if_fresh(&self.key_id, |key| {
+                crypto::seal(key, self.iv_length, plaintext, aad)
+            })
+        }) {
+            return sealed;
+        }
+        let key = self.provider.current_key(&self.key_id).await?;
         crypto::seal(&key, self.iv_length, plaintext, aad)
     }
 
@@ -176,6 +171,14 @@ impl Kms {
     /// provider errors.
     pub async fn decrypt(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         let envelope = Envelope::parse(ciphertext)?;
+        // Hot path: the version in the cache's hot slot (usually the current one).
+        if let Some(opened) = self.cache.as_ref().and_then(|c| {
+            c.with_cached_fingerprint(envelope.key_id_str(), envelope.fingerprint(), |key| {
+                crypto::open(key, &envelope, aad)
+            })
+        }) {
+            return opened;
+        }
         let key = resolve_key(&*self.provider, &envelope).await?;
         crypto::open(&key, &envelope, aad)
     }
