@@ -15,6 +15,10 @@ use crate::config::{KmsBuilder, KmsConfig};
 
 /// Encrypts and decrypts with AES-256-GCM under keys from a provider.
 ///
+/// The async API runs on Tokio and needs a runtime with its time and I/O
+/// drivers enabled (`#[tokio::main]` and `Runtime::new()` have both); timeouts
+/// and backoff use Tokio's timer. [`crate::blocking::Kms`] brings its own.
+///
 /// Cheap to clone; clones share the provider. Every ciphertext records the
 /// key id, key version and key fingerprint, so data written under any
 /// version, before or after rotations, decrypts for as long as the provider
