@@ -7,4 +7,6 @@
 )]
 
 mod env;
+mod harness;
 mod memory;
+mod vault;

@@ -1,5 +1,6 @@
 //! Test support for the `kms` workspace: the provider conformance suite that
-//! every provider must pass, so providers cannot drift apart.
+//! every provider must pass, so providers cannot drift apart, and the
+//! container harness that runs real servers for the provider tests.
 #![forbid(unsafe_code)]
 #![allow(
     clippy::unwrap_used,
@@ -9,3 +10,4 @@
 )]
 
 pub mod conformance;
+pub mod containers;

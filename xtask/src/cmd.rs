@@ -5,6 +5,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 /// What a failed task reports: one message for a human.
 #[derive(Debug)]
@@ -91,6 +92,55 @@ pub(crate) fn run(what: &str, command: &mut Command) -> Result<()> {
             "{what} failed: `{shown}` exited with {status}"
         )))
     }
+}
+
+/// Runs `command` like [`run`], then prints how long it took.
+pub(crate) fn run_timed(what: &str, command: &mut Command) -> Result<()> {
+    let started = Instant::now();
+    run(what, command)?;
+    step(format!("{what}: done in {}", took(started)));
+    Ok(())
+}
+
+/// Seconds since `started`, for progress lines: `12.3 s`.
+pub(crate) fn took(started: Instant) -> String {
+    format!("{:.1} s", started.elapsed().as_secs_f64())
+}
+
+/// Runs `command` with no output and tells whether it exited successfully
+/// (`false` too when it cannot be started).
+pub(crate) fn succeeds(command: &mut Command) -> bool {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Runs `command` and returns its stdout, or its stderr as the error (or why
+/// it could not be started). Nothing is printed.
+pub(crate) fn output_of(command: &mut Command) -> std::result::Result<String, String> {
+    let shown = display(command);
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not start `{shown}`: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+    }
+}
+
+/// The path of `program` on `PATH` (root's `sbin` directories are searched
+/// too, since `dockerd` lives there and a user's `PATH` may lack them).
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
 
 /// Runs `command`, feeding it `stdin`, and returns what it printed on stdout.
@@ -183,6 +233,22 @@ mod tests {
             error.as_deref(),
             Some("a step failed: `false` exited with exit status: 1")
         );
+    }
+
+    #[test]
+    fn which_finds_programs_on_the_path() {
+        assert!(which("sh").is_some());
+        assert!(which("no-such-program-kms-xtask").is_none());
+    }
+
+    #[test]
+    fn output_of_returns_stdout_or_stderr() {
+        let mut ok = Command::new("sh");
+        ok.args(["-c", "echo out; echo err >&2"]);
+        assert_eq!(output_of(&mut ok).as_deref(), Ok("out\n"));
+        let mut failing = Command::new("sh");
+        failing.args(["-c", "echo out; echo ' err ' >&2; exit 3"]);
+        assert_eq!(output_of(&mut failing), Err("err".to_owned()));
     }
 
     #[test]

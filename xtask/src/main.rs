@@ -9,6 +9,8 @@ mod bench;
 mod ci;
 mod cmd;
 mod demo;
+mod docker;
+mod images;
 mod test;
 
 use std::ffi::{OsStr, OsString};
@@ -21,7 +23,9 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  test [-- <cargo test args>]    run the whole test suite (one `cargo test` invocation)
+  test [-- <cargo test args>]    run the whole test suite (one `cargo test` invocation),
+                                 after starting Docker (installing it as root on Debian)
+                                 and building the missing images of tests/images.env
   ci                             fmt, clippy, rustdoc and cargo-deny checks, then `test`
   bench [--out FILE] [-- <criterion args>]
                                  run the criterion benchmarks and print a markdown summary
@@ -31,6 +35,8 @@ tasks:
   help                           print this message
 
 environment:
+  KMS_TEST_OPENBAO_IMAGE=IMAGE   run the container tests against this image instead of the
+                                 one tests/images.env pins (pulled if missing, never built)
   KMS_CHECK_ADVISORIES=1         make `ci` also run `cargo deny check advisories`
                                  (needs network access to the RustSec advisory database)";
 

@@ -2,16 +2,25 @@
 
 use std::ffi::OsString;
 use std::process::Command;
+use std::time::Instant;
 
 use crate::cmd::{self, Result};
+use crate::{docker, images};
 
 /// Runs the whole test suite.
 ///
 /// Anything the tests need from outside cargo is prepared here, before the
 /// single `cargo test` invocation, so that `cargo xtask test` stays the one
-/// command that a fresh machine and CI run.
+/// command that a fresh machine and CI run: a Docker engine (installed and
+/// started if need be) and the container images pinned in `tests/images.env`
+/// (built if missing, reused otherwise).
 pub(crate) fn run(cargo_args: &[OsString]) -> Result<()> {
-    cmd::run("run the test suite", &mut cargo_test(cargo_args))
+    docker::ensure_docker()?;
+    images::ensure_images()?;
+    let started = Instant::now();
+    cmd::run("run the test suite", &mut cargo_test(cargo_args))?;
+    cmd::step(format!("test suite passed in {}", cmd::took(started)));
+    Ok(())
 }
 
 /// One `cargo test` over every workspace member (the `default-members` leave

@@ -22,6 +22,10 @@ pub use kms_core::{
 #[cfg(feature = "env")]
 pub use kms_env as env;
 
+/// The HashiCorp Vault / OpenBao provider (`KMS_PROVIDER=vault`).
+#[cfg(feature = "vault")]
+pub use kms_vault as vault;
+
 /// The workspace README's examples, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]

@@ -34,10 +34,15 @@ pub fn filter_directive(lookup: impl Fn(&str) -> Option<String>) -> Result<Strin
         Some("true" | "1" | "yes" | "on") => true,
         Some(_) => return Err(Error::config("KMS_DEBUG", "must be true or false")),
     };
+    // vaultrs and rustify log failed HTTP calls (and, at trace level, request
+    // details) on their own; the provider maps and reports those errors
+    // itself, so their events are switched off to keep logs free of noise
+    // and of anything a server put in a response body.
+    let quiet = "rustify=off,vaultrs=off";
     Ok(if debug {
-        format!("{level},kms=debug")
+        format!("{level},{quiet},kms=debug")
     } else {
-        level
+        format!("{level},{quiet}")
     })
 }
 
@@ -49,11 +54,17 @@ mod tests {
     #[test]
     fn directives() {
         let none = |_: &str| None;
-        assert_eq!(filter_directive(none).unwrap(), "info");
+        assert_eq!(
+            filter_directive(none).unwrap(),
+            "info,rustify=off,vaultrs=off"
+        );
         let l = |n: &str| (n == "LOG_LEVEL").then(|| "WARN".to_owned());
-        assert_eq!(filter_directive(l).unwrap(), "warn");
+        assert_eq!(filter_directive(l).unwrap(), "warn,rustify=off,vaultrs=off");
         let d = |n: &str| (n == "KMS_DEBUG").then(|| "true".to_owned());
-        assert_eq!(filter_directive(d).unwrap(), "info,kms=debug");
+        assert_eq!(
+            filter_directive(d).unwrap(),
+            "info,rustify=off,vaultrs=off,kms=debug"
+        );
         let bad = |n: &str| (n == "KMS_DEBUG").then(|| "maybe".to_owned());
         assert!(
             filter_directive(bad)

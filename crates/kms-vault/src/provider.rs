@@ -1,0 +1,608 @@
+//! [`VaultProvider`]: the `KeyProvider` over a KV version 2 secret per key id.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use kms_core::{
+    DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion, Result,
+    VersionInfo,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::Value;
+use url::Url;
+use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
+use vaultrs::api::kv2::responses::{ReadSecretMetadataResponse, ReadSecretResponse};
+use vaultrs::client::VaultClient;
+use zeroize::Zeroizing;
+
+use crate::PROVIDER;
+use crate::builder::VaultProviderBuilder;
+use crate::call::{CallError, Kind};
+use crate::endpoints;
+
+/// AppRole credentials, kept to log in again when the token expires.
+pub(crate) struct AppRole {
+    pub(crate) mount: String,
+    pub(crate) role_id: SecretString,
+    pub(crate) secret_id: SecretString,
+}
+
+/// The client in use and how many times the provider has logged in.
+struct Session {
+    client: Arc<VaultClient>,
+    generation: u64,
+}
+
+/// Data keys in HashiCorp Vault or OpenBao: one KV version 2 secret per key
+/// id, one KV version per key version. See the crate documentation.
+pub struct VaultProvider {
+    address: Url,
+    namespace: Option<String>,
+    mount: String,
+    path_prefix: String,
+    approle: Option<AppRole>,
+    session: RwLock<Session>,
+    /// Serializes AppRole logins, so concurrent 403s cause one login.
+    login: tokio::sync::Mutex<()>,
+}
+
+impl fmt::Debug for VaultProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultProvider")
+            .field("address", &self.address.as_str())
+            .field("namespace", &self.namespace)
+            .field("mount", &self.mount)
+            .field("path_prefix", &self.path_prefix)
+            .field(
+                "auth",
+                &match &self.approle {
+                    Some(a) => format!("approle (auth/{})", a.mount),
+                    None => "token".to_owned(),
+                },
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fields the spec's `vault kv put` writes, as written by `rotate`.
+#[derive(Serialize)]
+struct KeySecret<'a> {
+    key: &'a str,
+    created_at: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+}
+
+impl VaultProvider {
+    /// A builder with the documented defaults.
+    #[must_use]
+    pub fn builder() -> VaultProviderBuilder {
+        VaultProviderBuilder::new()
+    }
+
+    /// Builds from the process environment (see the crate documentation for
+    /// the variables).
+    ///
+    /// # Errors
+    /// As [`VaultProviderBuilder::build`].
+    pub async fn from_env() -> Result<Self> {
+        VaultProviderBuilder::from_lookup(|name| std::env::var(name).ok())?
+            .build()
+            .await
+    }
+
+    pub(crate) async fn connect(
+        client: VaultClient,
+        address: Url,
+        namespace: Option<String>,
+        mount: String,
+        path_prefix: String,
+        approle: Option<AppRole>,
+    ) -> Result<Self> {
+        let provider = VaultProvider {
+            address,
+            namespace,
+            mount,
+            path_prefix,
+            approle,
+            session: RwLock::new(Session {
+                client: Arc::new(client),
+                generation: 0,
+            }),
+            login: tokio::sync::Mutex::new(()),
+        };
+        if provider.approle.is_some() {
+            provider.log_in(0).await.map_err(|e| {
+                if e.status == Some(404) {
+                    Error::config("VAULT_APPROLE_MOUNT", e.to_string())
+                } else {
+                    e.into_error(&KeyId::default(), None)
+                }
+            })?;
+        }
+        Ok(provider)
+    }
+
+    /// The Vault path (under the mount) of a key id's secret.
+    pub(crate) fn secret_path(&self, key_id: &KeyId) -> String {
+        if self.path_prefix.is_empty() {
+            key_id.as_str().to_owned()
+        } else {
+            format!("{}/{}", self.path_prefix, key_id)
+        }
+    }
+
+    fn session(&self) -> (Arc<VaultClient>, u64) {
+        let s = self.session.read().unwrap_or_else(PoisonError::into_inner);
+        (s.client.clone(), s.generation)
+    }
+
+    /// Logs in with AppRole unless another task already did since
+    /// `seen_generation`, and installs the new token.
+    async fn log_in(&self, seen_generation: u64) -> Result<(), CallError> {
+        let Some(approle) = &self.approle else {
+            return Ok(());
+        };
+        let _one_at_a_time = self.login.lock().await;
+        let (client, generation) = self.session();
+        if generation != seen_generation {
+            return Ok(());
+        }
+        // Log in without sending the old (perhaps expired) token.
+        let anonymous = with_token(&client, "");
+        let what = format!("log in with AppRole at auth/{}", approle.mount);
+        let auth = vaultrs::auth::approle::login(
+            &anonymous,
+            &approle.mount,
+            approle.role_id.expose_secret().trim(),
+            approle.secret_id.expose_secret().trim(),
+        )
+        .await
+        .map_err(|e| {
+            let e = CallError::from_client(what, e);
+            match e.status {
+                // Vault answers 400 "invalid role or secret ID" to bad credentials.
+                Some(400) => {
+                    let detail = format!("the AppRole credentials were refused ({})", e.detail());
+                    e.reclassify(Kind::Denied, detail)
+                }
+                Some(404) => e.reclassify(
+                    Kind::Unexpected,
+                    "no AppRole auth method is mounted there (HTTP 404)",
+                ),
+                _ => e,
+            }
+        })?;
+        let token = Zeroizing::new(auth.client_token);
+        let mut session = self.session.write().unwrap_or_else(PoisonError::into_inner);
+        session.client = Arc::new(with_token(&client, &token));
+        session.generation = generation + 1;
+        tracing::debug!(
+            target: "kms::vault",
+            mount = %approle.mount,
+            ttl_seconds = auth.lease_duration,
+            "logged in to Vault with AppRole"
+        );
+        Ok(())
+    }
+
+    /// Runs `op` with the current client; with AppRole, a 403 (expired
+    /// token) causes one new login and one more try.
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, CallError>
+    where
+        F: Fn(Arc<VaultClient>) -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let (client, generation) = self.session();
+        match op(client).await {
+            Err(e) if e.kind == Kind::Denied && self.approle.is_some() => {
+                tracing::debug!(
+                    target: "kms::vault",
+                    "Vault refused the AppRole token (expired?): logging in again"
+                );
+                self.log_in(generation).await?;
+                op(self.session().0).await
+            }
+            result => result,
+        }
+    }
+
+    /// Reads one version (or the latest) of a key's secret, data and metadata.
+    async fn read(
+        &self,
+        key_id: &KeyId,
+        version: Option<u64>,
+    ) -> Result<ReadSecretResponse, CallError> {
+        let path = self.secret_path(key_id);
+        let what = match version {
+            Some(v) => format!("read {}/{path} version {v}", self.mount),
+            None => format!("read {}/{path}", self.mount),
+        };
+        self.call(|client| {
+            let (path, what) = (path.clone(), what.clone());
+            async move {
+                let endpoint = ReadSecretRequest::builder()
+                    .mount(self.mount.as_str())
+                    .path(path)
+                    .version(version)
+                    .build()
+                    .map_err(|e| CallError::new(Kind::Unexpected, what.clone(), e.to_string()))?;
+                vaultrs::api::exec_with_result(&*client, endpoint)
+                    .await
+                    .map_err(|e| CallError::from_client(what, e))
+            }
+        })
+        .await
+    }
+
+    /// Reads a key's KV metadata (every version's state).
+    async fn read_metadata(&self, key_id: &KeyId) -> Result<ReadSecretMetadataResponse, CallError> {
+        let path = self.secret_path(key_id);
+        let what = format!("read metadata of {}/{path}", self.mount);
+        self.call(|client| {
+            let (path, what) = (path.clone(), what.clone());
+            async move {
+                vaultrs::kv2::read_metadata(&*client, &self.mount, &path)
+                    .await
+                    .map_err(|e| CallError::from_client(what, e))
+            }
+        })
+        .await
+    }
+
+    /// A loaded key from a read response.
+    fn data_key(&self, key_id: &KeyId, read: ReadSecretResponse) -> Result<DataKey> {
+        let version = KeyVersion::from(read.metadata.version);
+        if !is_live(read.metadata.destroyed, &read.metadata.deletion_time) {
+            return Err(Error::key_not_found(key_id, Some(&version)));
+        }
+        let hex = match read.data {
+            Value::Object(mut fields) => match fields.remove("key") {
+                Some(Value::String(s)) => Zeroizing::new(s),
+                _ => return Err(self.no_key_field(key_id, &version)),
+            },
+            _ => return Err(self.no_key_field(key_id, &version)),
+        };
+        let material = KeyMaterial::from_hex(&hex)?;
+        Ok(DataKey::with_created_at(
+            key_id.clone(),
+            version,
+            material,
+            parse_time(&read.metadata.created_time),
+        ))
+    }
+
+    fn no_key_field(&self, key_id: &KeyId, version: &KeyVersion) -> Error {
+        Error::Provider {
+            provider: PROVIDER,
+            message: format!(
+                "the secret {}/{} (version {version}) has no string field `key` \
+                 (it must hold the key as 64 hex characters)",
+                self.mount,
+                self.secret_path(key_id)
+            ),
+        }
+    }
+
+    async fn check_health(&self) -> Result<(), String> {
+        let (client, _) = self.session();
+        let health: endpoints::HealthResponse =
+            vaultrs::api::exec_with_no_result(&*client, endpoints::Health)
+                .await
+                .map_err(|e| {
+                    let e = CallError::from_client("GET sys/health", e);
+                    match e.status {
+                        Some(503) => "Vault is sealed (sys/health: HTTP 503)".to_owned(),
+                        Some(501) => "Vault is not initialized (sys/health: HTTP 501)".to_owned(),
+                        _ => describe(&e),
+                    }
+                })?;
+        if health.sealed {
+            return Err("Vault is sealed".to_owned());
+        }
+        if !health.initialized {
+            return Err("Vault is not initialized".to_owned());
+        }
+        tracing::trace!(target: "kms::vault", version = ?health.version, "sys/health answered");
+        self.call(|client| async move {
+            vaultrs::api::exec_with_result(&*client, endpoints::LookupSelf)
+                .await
+                .map(|_| ())
+                .map_err(|e| CallError::from_client("GET auth/token/lookup-self", e))
+        })
+        .await
+        .map_err(|e| match e.kind {
+            Kind::Denied => format!(
+                "Vault refused the token (Access denied to encryption key): {}",
+                describe(&e)
+            ),
+            _ => describe(&e),
+        })
+    }
+}
+
+/// The error and its causes on one line (never a credential: see `call.rs`).
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// A copy of `client` that sends `token` (none when empty), sharing its
+/// HTTP connection pool.
+fn with_token(client: &VaultClient, token: &str) -> VaultClient {
+    let mut settings = client.settings.clone();
+    token.clone_into(&mut settings.token);
+    let mut middle = client.middle.clone();
+    token.clone_into(&mut middle.token);
+    VaultClient {
+        http: rustify::clients::reqwest::Client::new(&client.http.base, client.http.http.clone()),
+        middle,
+        settings,
+    }
+}
+
+/// Vault's timestamps: RFC 3339 with nanoseconds.
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Whether a KV version can be read: not destroyed, and not deleted (a
+/// deletion time in the future, from `delete_version_after`, is not yet a deletion).
+fn is_live(destroyed: bool, deletion_time: &str) -> bool {
+    !destroyed
+        && (deletion_time.is_empty() || parse_time(deletion_time).is_some_and(|t| t > Utc::now()))
+}
+
+/// A KV version number from a key version name; `None` for names Vault
+/// cannot have (those of other providers, `0`).
+fn kv_version(version: &KeyVersion) -> Option<u64> {
+    version.as_str().parse().ok().filter(|v| *v > 0)
+}
+
+/// Versions from KV metadata, oldest first.
+fn list_versions(meta: &ReadSecretMetadataResponse) -> Vec<(u64, VersionInfo)> {
+    let mut list: Vec<(u64, VersionInfo)> = meta
+        .versions
+        .iter()
+        .filter_map(|(v, m)| {
+            let n: u64 = v.parse().ok()?;
+            Some((
+                n,
+                VersionInfo::new(
+                    KeyVersion::from(n),
+                    parse_time(&m.created_time),
+                    is_live(m.destroyed, &m.deletion_time),
+                ),
+            ))
+        })
+        .collect();
+    list.sort_by_key(|(n, _)| *n);
+    list
+}
+
+fn description_of(read: &ReadSecretResponse) -> Option<String> {
+    read.data
+        .get("description")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+#[async_trait]
+impl KeyProvider for VaultProvider {
+    fn name(&self) -> &'static str {
+        PROVIDER
+    }
+
+    async fn current_key(&self, key_id: &KeyId) -> Result<DataKey> {
+        let read = self
+            .read(key_id, None)
+            .await
+            .map_err(|e| e.into_error(key_id, None))?;
+        self.data_key(key_id, read)
+    }
+
+    async fn key_version(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey> {
+        let n = kv_version(version).ok_or_else(|| Error::key_not_found(key_id, Some(version)))?;
+        let read = self
+            .read(key_id, Some(n))
+            .await
+            .map_err(|e| e.into_error(key_id, Some(version)))?;
+        if read.metadata.version != n {
+            return Err(Error::Provider {
+                provider: PROVIDER,
+                message: format!(
+                    "asked for version {n} of {}/{}, got version {}",
+                    self.mount,
+                    self.secret_path(key_id),
+                    read.metadata.version
+                ),
+            });
+        }
+        self.data_key(key_id, read)
+    }
+
+    async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
+        let meta = self
+            .read_metadata(key_id)
+            .await
+            .map_err(|e| e.into_error(key_id, None))?;
+        Ok(list_versions(&meta).into_iter().map(|(_, v)| v).collect())
+    }
+
+    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
+        let meta = self
+            .read_metadata(key_id)
+            .await
+            .map_err(|e| e.into_error(key_id, None))?;
+        let current = meta.current_version;
+        let description = match self.read(key_id, Some(current)).await {
+            Ok(read) => description_of(&read),
+            Err(e) if e.kind == Kind::NotFound => None,
+            Err(e) => return Err(e.into_error(key_id, None)),
+        };
+        let cas = u32::try_from(current).map_err(|_| Error::Provider {
+            provider: PROVIDER,
+            message: format!("version {current} is beyond what check-and-set can express"),
+        })?;
+
+        let material = KeyMaterial::generate();
+        let hex = material.to_hex();
+        let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+        let secret = KeySecret {
+            key: &hex,
+            created_at: &created_at,
+            description: description.as_deref(),
+        };
+        let path = self.secret_path(key_id);
+        let what = format!("write {}/{path} (check-and-set {cas})", self.mount);
+        // Not retried after a new AppRole login: a write that Vault refused
+        // did not happen, so trying once more is safe.
+        let written = self
+            .call(|client| {
+                let (path, what) = (path.clone(), what.clone());
+                let secret = &secret;
+                async move {
+                    vaultrs::kv2::set_with_options(
+                        &*client,
+                        &self.mount,
+                        &path,
+                        secret,
+                        SetSecretRequestOptions { cas },
+                    )
+                    .await
+                    .map_err(|e| CallError::from_client(what, e))
+                }
+            })
+            .await
+            .map_err(|e| {
+                if e.kind == Kind::CasMismatch {
+                    tracing::info!(
+                        target: "kms::vault",
+                        key_id = %key_id,
+                        expected_version = current,
+                        "rotation lost a check-and-set race: another writer rotated the key first"
+                    );
+                }
+                e.into_error(key_id, None)
+            })?;
+        tracing::info!(
+            target: "kms::vault",
+            key_id = %key_id,
+            version = written.version,
+            previous_version = current,
+            "rotated encryption key"
+        );
+        Ok(DataKey::with_created_at(
+            key_id.clone(),
+            KeyVersion::from(written.version),
+            material,
+            parse_time(&written.created_time).or_else(|| Some(Utc::now())),
+        ))
+    }
+
+    async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
+        let (meta, latest) = tokio::join!(self.read_metadata(key_id), self.read(key_id, None));
+        let meta = meta.map_err(|e| e.into_error(key_id, None))?;
+        let description = match latest {
+            Ok(read) => description_of(&read),
+            // The current version is deleted: the metadata says so below.
+            Err(e) if e.kind == Kind::NotFound => None,
+            Err(e) => return Err(e.into_error(key_id, None)),
+        };
+        let versions = list_versions(&meta);
+        let current = versions.iter().find(|(n, _)| *n == meta.current_version);
+        let mut m = KeyMetadata::new(key_id.clone(), PROVIDER);
+        m.description = description;
+        m.created_at = versions
+            .iter()
+            .find(|(_, v)| v.enabled)
+            .or(versions.first())
+            .and_then(|(_, v)| v.created_at);
+        m.last_rotated = if versions.len() > 1 {
+            current.and_then(|(_, v)| v.created_at)
+        } else {
+            None
+        };
+        m.enabled = current.is_some_and(|(_, v)| v.enabled);
+        m.current_version = Some(KeyVersion::from(meta.current_version));
+        m.version_count = Some(versions.len() as u64);
+        Ok(m)
+    }
+
+    async fn health(&self) -> HealthStatus {
+        let started = Instant::now();
+        let result = self.check_health().await;
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match result {
+            Ok(()) => HealthStatus::healthy(PROVIDER, ms),
+            Err(message) => HealthStatus::unhealthy(PROVIDER, ms, message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn liveness() {
+        assert!(is_live(false, ""));
+        assert!(!is_live(true, ""));
+        assert!(!is_live(false, "2024-01-01T00:00:00.123456789Z"));
+        assert!(is_live(false, "2999-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn versions_are_numbers() {
+        assert_eq!(kv_version(&KeyVersion::from(3)), Some(3));
+        assert_eq!(kv_version(&KeyVersion::new("0").unwrap()), None);
+        assert_eq!(
+            kv_version(&KeyVersion::new("a1b2c3d4e5f60718").unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn metadata_versions_sort_numerically() {
+        let meta: ReadSecretMetadataResponse = serde_json::from_value(serde_json::json!({
+            "cas_required": false,
+            "created_time": "2025-01-01T00:00:00.1Z",
+            "current_version": 10,
+            "delete_version_after": "0s",
+            "max_versions": 0,
+            "oldest_version": 0,
+            "updated_time": "2025-01-10T00:00:00Z",
+            "custom_metadata": null,
+            "versions": {
+                "10": {"created_time": "2025-01-10T00:00:00Z", "deletion_time": "", "destroyed": false},
+                "2": {"created_time": "2025-01-02T00:00:00Z", "deletion_time": "2025-01-03T00:00:00Z", "destroyed": false},
+                "9": {"created_time": "2025-01-09T00:00:00Z", "deletion_time": "", "destroyed": true},
+                "1": {"created_time": "2025-01-01T00:00:00.123Z", "deletion_time": "", "destroyed": false}
+            }
+        }))
+        .unwrap();
+        let list = list_versions(&meta);
+        let numbers: Vec<u64> = list.iter().map(|(n, _)| *n).collect();
+        assert_eq!(numbers, [1, 2, 9, 10]);
+        let enabled: Vec<bool> = list.iter().map(|(_, v)| v.enabled).collect();
+        assert_eq!(enabled, [true, false, false, true]);
+        assert_eq!(
+            list[0].1.created_at.unwrap().to_rfc3339(),
+            "2025-01-01T00:00:00.123+00:00"
+        );
+    }
+}

@@ -1,0 +1,665 @@
+//! The Vault provider against a real OpenBao dev server in a container, keys
+//! made the way the spec's set-up makes them (`vault kv put ... key=...
+//! created_at=... description=...`, run as `bao kv put` inside the container).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kms::circuit::{CircuitState, ResilienceConfig};
+use kms::vault::{VaultProvider, VaultProviderBuilder};
+use kms::{
+    Envelope, Error, IvLength, KeyId, KeyMaterial, KeyProvider, KeyVersion, Kms, KmsBuilder,
+};
+use kms_testing::FaultyProvider;
+use kms_tests::conformance::{self, Expect};
+use kms_tests::containers::{self, OpenBaoServer};
+
+const DESCRIPTION: &str = "BoosterBeacon encryption key";
+
+fn key_path(key_id: &str) -> String {
+    format!("secret/boosterbeacon/encryption-keys/{key_id}")
+}
+
+/// `date -u +%Y-%m-%dT%H:%M:%SZ`, as in the spec's set-up.
+fn now_rfc3339() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .expect("date");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A new random key as 64 hex characters (what `openssl rand -hex 32` prints).
+fn random_hex() -> String {
+    KeyMaterial::generate().to_hex().to_string()
+}
+
+/// The spec's step 2: `vault kv put secret/boosterbeacon/encryption-keys/<id>
+/// key=... created_at=... description=...`, run with the CLI in the container.
+async fn put_key(bao: &OpenBaoServer, key_id: &str, key: &str) {
+    let (code, _, stderr) = bao
+        .bao(&[
+            "kv",
+            "put",
+            &key_path(key_id),
+            &format!("key={key}"),
+            &format!("created_at={}", now_rfc3339()),
+            &format!("description={DESCRIPTION}"),
+        ])
+        .await;
+    assert_eq!(code, 0, "bao kv put: {stderr}");
+}
+
+/// An OpenBao server holding key `default`, made as the spec says; returns its hex.
+async fn server_with_default_key() -> (OpenBaoServer, String) {
+    let bao = containers::openbao().await;
+    let key = random_hex();
+    put_key(&bao, "default", &key).await;
+    (bao, key)
+}
+
+/// The spec's step 3 as a variable lookup (`KMS_PROVIDER=vault`, `KMS_KEY_ID`,
+/// `VAULT_ADDR`, `VAULT_TOKEN`) plus `extra`.
+fn spec_env(bao: &OpenBaoServer, extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut vars: HashMap<String, String> = [
+        ("KMS_PROVIDER", "vault"),
+        ("KMS_KEY_ID", "default"),
+        ("VAULT_ADDR", bao.addr.as_str()),
+        ("VAULT_TOKEN", bao.root_token.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (k, v) in extra {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    vars
+}
+
+async fn kms_from(vars: &HashMap<String, String>) -> Kms {
+    KmsBuilder::from_lookup(|n| vars.get(n).cloned())
+        .unwrap()
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn provider(bao: &OpenBaoServer) -> VaultProvider {
+    VaultProvider::builder()
+        .address(&bao.addr)
+        .token(&bao.root_token)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// The `kms` binary next to this test binary (`target/<profile>/kms`),
+/// built first if it is not there.
+fn kms_binary() -> PathBuf {
+    static BUILT: Mutex<()> = Mutex::new(());
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let bin = dir.join(format!("kms{}", std::env::consts::EXE_SUFFIX));
+    let _one_build = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "kms-cli"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo build -p kms-cli");
+        assert!(status.success(), "cargo build -p kms-cli failed");
+        assert!(
+            bin.exists(),
+            "no {} after cargo build -p kms-cli",
+            bin.display()
+        );
+    }
+    bin
+}
+
+/// Runs `kms args...` with only `PATH` and `vars` in its environment.
+async fn kms_cli(
+    vars: &HashMap<String, String>,
+    args: &[&str],
+    stdin: &[u8],
+) -> (i32, String, String) {
+    let bin = kms_binary();
+    let vars = vars.clone();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let stdin = stdin.to_vec();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(&bin)
+            .args(&args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&vars)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        child.stdin.take().unwrap().write_all(&stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+fn text_version(text: &str) -> KeyVersion {
+    let bytes = kms::format::from_text(text).unwrap();
+    Envelope::parse(&bytes).unwrap().key_version().unwrap()
+}
+
+/// The spec's own set-up, end to end: the key from `bao kv put` encrypts and
+/// decrypts through the library and through the `kms` CLI, in both
+/// directions; `kms health` and `kms metadata` report it.
+#[tokio::test]
+async fn vault_spec_setup_through_library_and_cli() {
+    containers::require_docker();
+    let (bao, key) = server_with_default_key().await;
+    let vars = spec_env(&bao, &[]);
+    let kms = kms_from(&vars).await;
+    assert_eq!(kms.config().provider, "vault");
+
+    // The library uses exactly the key that `bao kv put` stored.
+    let current = kms.provider().current_key(&KeyId::default()).await.unwrap();
+    assert_eq!(*current.material().to_hex(), key);
+    assert_eq!(current.version().as_str(), "1");
+
+    let secret = "sk_live_51H8example";
+    let stored = kms.encrypt_str(secret, b"users:42").await.unwrap();
+    assert_eq!(kms.decrypt_str(&stored, b"users:42").await.unwrap(), secret);
+    assert_eq!(text_version(&stored).as_str(), "1");
+
+    // CLI encrypts, library decrypts.
+    let (code, out, err) =
+        kms_cli(&vars, &["encrypt", "--aad", "users:42"], secret.as_bytes()).await;
+    assert_eq!(code, 0, "kms encrypt: {err}");
+    let from_cli = out.trim();
+    assert!(from_cli.starts_with("kms:v1:"), "{from_cli}");
+    assert_eq!(
+        kms.decrypt_str(from_cli, b"users:42").await.unwrap(),
+        secret
+    );
+
+    // Library encrypts, CLI decrypts (and refuses the wrong AAD).
+    let (code, out, err) =
+        kms_cli(&vars, &["decrypt", "--aad", "users:42"], stored.as_bytes()).await;
+    assert_eq!(code, 0, "kms decrypt: {err}");
+    assert_eq!(out, secret);
+    let (code, _, _) = kms_cli(&vars, &["decrypt", "--aad", "users:43"], stored.as_bytes()).await;
+    assert_ne!(code, 0, "the CLI decrypted with the wrong AAD");
+
+    let (code, out, err) = kms_cli(&vars, &["health"], b"").await;
+    assert_eq!(code, 0, "kms health: {out} {err}");
+    let health: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(health["success"], true, "{out}");
+    assert_eq!(health["data"]["provider"], "vault", "{out}");
+    assert_eq!(health["data"]["healthy"], true, "{out}");
+    assert!(health["data"]["responseTime"].is_u64(), "{out}");
+
+    let (code, out, err) = kms_cli(&vars, &["metadata"], b"").await;
+    assert_eq!(code, 0, "kms metadata: {err}");
+    let meta: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let data = &meta["data"];
+    assert_eq!(data["keyId"], "default", "{out}");
+    assert_eq!(data["description"], DESCRIPTION, "{out}");
+    assert_eq!(data["enabled"], true, "{out}");
+    assert_eq!(data["keyUsage"], "ENCRYPT_DECRYPT", "{out}");
+    assert_eq!(data["keySpec"], "AES-256", "{out}");
+    assert_eq!(data["provider"], "vault", "{out}");
+    assert_eq!(data["currentVersion"], "1", "{out}");
+    assert!(data["createdAt"].is_string(), "{out}");
+    assert!(data["lastRotated"].is_null(), "never rotated: {out}");
+    assert!(!out.contains(&key), "metadata shows the key: {out}");
+}
+
+#[tokio::test]
+async fn vault_provider_conformance() {
+    containers::require_docker();
+    let (bao, _) = server_with_default_key().await;
+    let p = provider(&bao).await;
+    conformance::run(Arc::new(p), &KeyId::default(), Expect { rotates: true }).await;
+}
+
+/// Rotation: old ciphertexts keep decrypting, new ones carry the new KV
+/// version, and another process decrypts them at once.
+#[tokio::test]
+async fn vault_rotation_reaches_other_processes() {
+    containers::require_docker();
+    let (bao, first_key) = server_with_default_key().await;
+    let vars = spec_env(&bao, &[]);
+    let writer = kms_from(&vars).await;
+    let other = kms_from(&vars).await;
+
+    let old = writer.encrypt_str("before", b"").await.unwrap();
+    assert_eq!(other.decrypt_str(&old, b"").await.unwrap(), "before");
+
+    let v2 = writer.rotate().await.unwrap();
+    assert_eq!(v2.as_str(), "2");
+    let new = writer.encrypt_str("after", b"").await.unwrap();
+    assert_eq!(text_version(&new), v2, "new data must use the new version");
+    assert_eq!(writer.decrypt_str(&old, b"").await.unwrap(), "before");
+    // The other process has version 1 cached as current, never saw version 2,
+    // and decrypts the new ciphertext at once.
+    assert_eq!(other.decrypt_str(&new, b"").await.unwrap(), "after");
+
+    // What the rotation wrote, seen by the Vault CLI: a new key, the
+    // description kept, created_at in the spec's format.
+    let path = key_path("default");
+    let (_, new_key, _) = bao.bao(&["kv", "get", "-field=key", &path]).await;
+    assert_ne!(new_key.trim(), first_key);
+    assert_eq!(new_key.trim().len(), 64);
+    let (_, desc, _) = bao.bao(&["kv", "get", "-field=description", &path]).await;
+    assert_eq!(desc.trim(), DESCRIPTION);
+    let (_, created, _) = bao.bao(&["kv", "get", "-field=created_at", &path]).await;
+    let created = created.trim();
+    assert_eq!(created.len(), 20, "{created}");
+    assert!(
+        created.ends_with('Z') && created.as_bytes()[10] == b'T',
+        "{created}"
+    );
+    let (_, old_key, _) = bao
+        .bao(&["kv", "get", "-version=1", "-field=key", &path])
+        .await;
+    assert_eq!(old_key.trim(), first_key, "version 1 must be untouched");
+
+    let m = writer.metadata().await.unwrap();
+    assert_eq!(m.current_version, Some(v2.clone()));
+    assert_eq!(m.version_count, Some(2));
+    assert!(m.last_rotated.is_some() && m.created_at.is_some());
+    assert!(m.last_rotated >= m.created_at);
+    assert_eq!(m.description.as_deref(), Some(DESCRIPTION));
+
+    // Deleting a version disables it: listed with enabled=false, not readable.
+    let (code, _, err) = bao.bao(&["kv", "delete", "-versions=1", &path]).await;
+    assert_eq!(code, 0, "{err}");
+    let p = provider(&bao).await;
+    let versions = p.versions(&KeyId::default()).await.unwrap();
+    let enabled: Vec<(String, bool)> = versions
+        .iter()
+        .map(|v| (v.version.to_string(), v.enabled))
+        .collect();
+    assert_eq!(enabled, [("1".to_owned(), false), ("2".to_owned(), true)]);
+    let err = p
+        .key_version(&KeyId::default(), &KeyVersion::from(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Encryption key not found: default");
+}
+
+/// Two instances rotating at once: check-and-set lets exactly one rotation
+/// per version through, the losers get `Error::Conflict`, and no version is
+/// lost or overwritten.
+#[tokio::test]
+async fn vault_concurrent_rotations_lose_nothing() {
+    containers::require_docker();
+    let (bao, _) = server_with_default_key().await;
+    let id = KeyId::default();
+    let p1 = Arc::new(provider(&bao).await);
+    let p2 = Arc::new(provider(&bao).await);
+    let reader = kms_from(&spec_env(&bao, &[])).await;
+    let v1_ct = reader.encrypt(b"version 1", b"").await.unwrap();
+
+    // Round 1 with certain contention: the server is frozen while all ten
+    // rotations send their first request, so they all read version 1.
+    bao.pause().await;
+    let round1 = spawn_rotations(&p1, &p2, &id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bao.unpause().await;
+    let mut results = collect(round1).await;
+    let conflicts_in_round1 = results.iter().filter(|r| r.is_err()).count();
+    assert!(
+        conflicts_in_round1 > 0,
+        "ten rotations based on the same version all succeeded: no check-and-set"
+    );
+    // Round 2 as it comes.
+    results.extend(collect(spawn_rotations(&p1, &p2, &id)).await);
+
+    let mut won = Vec::new();
+    for r in results {
+        match r {
+            Ok(key) => won.push(key),
+            Err(Error::Conflict { key_id }) => assert_eq!(key_id, "default"),
+            Err(e) => panic!("a rotation failed with something other than a conflict: {e:?}"),
+        }
+    }
+    let mut won_versions: Vec<u64> = won
+        .iter()
+        .map(|k| k.version().as_str().parse().unwrap())
+        .collect();
+    won_versions.sort_unstable();
+    let expected: Vec<u64> = (2..=1 + won.len() as u64).collect();
+    assert_eq!(won_versions, expected, "distinct, gap-free versions");
+
+    // Every version exists, is listed and enabled; the last one is current.
+    let listed: Vec<(String, bool)> = p1
+        .versions(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.version.to_string(), v.enabled))
+        .collect();
+    let want: Vec<(String, bool)> = (1..=1 + won.len() as u64)
+        .map(|n| (n.to_string(), true))
+        .collect();
+    assert_eq!(listed, want);
+    assert_eq!(
+        p2.current_key(&id).await.unwrap().version().as_str(),
+        (1 + won.len()).to_string()
+    );
+
+    // Each winner's key is what Vault holds for its version: data sealed
+    // with the key a rotation returned decrypts through a fresh client.
+    let fresh = kms_from(&spec_env(&bao, &[])).await;
+    for key in &won {
+        let msg = format!("written under version {}", key.version());
+        let ct = kms::core::crypto::seal(key, IvLength::default(), msg.as_bytes(), b"").unwrap();
+        assert_eq!(fresh.decrypt(&ct, b"").await.unwrap(), msg.as_bytes());
+    }
+    assert_eq!(fresh.decrypt(&v1_ct, b"").await.unwrap(), b"version 1");
+}
+
+type Rotation = tokio::task::JoinHandle<kms::Result<kms::DataKey>>;
+
+fn spawn_rotations(p1: &Arc<VaultProvider>, p2: &Arc<VaultProvider>, id: &KeyId) -> Vec<Rotation> {
+    (0..10)
+        .map(|i| {
+            let p = if i % 2 == 0 { p1.clone() } else { p2.clone() };
+            let id = id.clone();
+            tokio::spawn(async move { p.rotate(&id).await })
+        })
+        .collect()
+}
+
+async fn collect(handles: Vec<Rotation>) -> Vec<kms::Result<kms::DataKey>> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+/// The spec's error messages: a wrong token (not retried), a missing key,
+/// and a stored value that is not 64 hex characters.
+#[tokio::test]
+async fn vault_errors_use_the_spec_wording() {
+    containers::require_docker();
+    let (bao, _) = server_with_default_key().await;
+
+    // Wrong token, behind a facade that would retry temporary errors 3 times
+    // with a noticeable backoff.
+    let wrong_token = "s.wrong-token-7f3a9c";
+    let vault = VaultProvider::builder()
+        .address(&bao.addr)
+        .token(wrong_token)
+        .build()
+        .await
+        .unwrap();
+    let counted = Arc::new(FaultyProvider::new(vault));
+    let kms = Kms::builder()
+        .provider_arc(counted.clone())
+        .resilience(ResilienceConfig {
+            retries: 3,
+            initial_backoff: Duration::from_millis(300),
+            ..ResilienceConfig::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = kms.encrypt(b"x", b"").await.unwrap_err();
+    assert_eq!(err.to_string(), "Access denied to encryption key");
+    assert!(err.is_permanent());
+    assert_eq!(counted.calls(), 1, "an access denial must not be retried");
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    let chain = error_chain(&err);
+    assert!(chain.contains("403"), "{chain}");
+    assert!(!chain.contains(wrong_token) && !format!("{err:?}").contains(wrong_token));
+    let health = kms.health().await;
+    assert!(!health.healthy, "{health:?}");
+    let message = health.error.unwrap_or_default();
+    assert!(message.contains("Access denied"), "{message}");
+    assert!(!message.contains(wrong_token), "{message}");
+
+    // Missing key.
+    let kms = kms_from(&spec_env(&bao, &[("KMS_KEY_ID", "missing-key")])).await;
+    let err = kms.encrypt(b"x", b"").await.unwrap_err();
+    assert_eq!(err.to_string(), "Encryption key not found: missing-key");
+
+    // A stored value that is not a 64-hex key.
+    let (code, _, stderr) = bao
+        .bao(&["kv", "put", &key_path("malformed"), "key=nothex"])
+        .await;
+    assert_eq!(code, 0, "{stderr}");
+    let kms = kms_from(&spec_env(&bao, &[("KMS_KEY_ID", "malformed")])).await;
+    let err = kms.encrypt(b"x", b"").await.unwrap_err();
+    assert_eq!(err.to_string(), "Invalid key length: expected 32 bytes");
+    assert!(err.is_permanent());
+}
+
+fn error_chain(err: &Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(" / ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// An outage (the server frozen): cached keys keep working, uncached calls
+/// fail within the timeout budget, the circuit opens and then fails fast,
+/// and the stack recovers by itself once the server is back.
+#[tokio::test]
+async fn vault_outage_fails_fast_and_recovers() {
+    containers::require_docker();
+    let (bao, _) = server_with_default_key().await;
+    put_key(&bao, "second", &random_hex()).await;
+    let open_for = Duration::from_millis(2000);
+    let vars = spec_env(
+        &bao,
+        &[
+            ("KMS_TIMEOUT", "300"),
+            ("KMS_RETRY_ATTEMPTS", "1"),
+            ("KMS_CIRCUIT_FAILURE_THRESHOLD", "3"),
+            ("KMS_CIRCUIT_OPEN_DURATION", "2000"),
+        ],
+    );
+    let kms = kms_from(&vars).await;
+    let cached_ct = kms.encrypt(b"cached", b"").await.unwrap();
+
+    // Version 2 is written by someone else (another instance's rotation);
+    // this `kms` never fetches it before the outage.
+    let other = kms_from(&vars).await;
+    other.rotate().await.unwrap();
+    let unseen_ct = other.encrypt(b"unseen", b"").await.unwrap();
+    assert_eq!(
+        Envelope::parse(&unseen_ct)
+            .unwrap()
+            .key_version()
+            .unwrap()
+            .as_str(),
+        "2"
+    );
+
+    bao.pause().await;
+
+    // Cached keys keep working.
+    let ct = kms.encrypt(b"during", b"").await.unwrap();
+    assert_eq!(kms.decrypt(&ct, b"").await.unwrap(), b"during");
+    assert_eq!(kms.decrypt(&cached_ct, b"").await.unwrap(), b"cached");
+
+    // Uncached calls fail within 2 attempts x 300 ms + one backoff (<= 100 ms).
+    let second = kms.with_key_id(KeyId::new("second").unwrap());
+    for attempt in 0..3 {
+        let started = Instant::now();
+        let err = if attempt == 1 {
+            second.encrypt(b"x", b"").await.unwrap_err()
+        } else {
+            kms.decrypt(&unseen_ct, b"").await.unwrap_err()
+        };
+        let took = started.elapsed();
+        assert_eq!(err.to_string(), "KMS service unavailable", "{err:?}");
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_millis(1500),
+            "attempt {attempt} took {took:?}"
+        );
+    }
+    // Three failures in a row: the circuit is open and calls fail at once.
+    assert_eq!(kms.circuit_state(), Some(CircuitState::Open));
+    let started = Instant::now();
+    let err = kms.decrypt(&unseen_ct, b"").await.unwrap_err();
+    assert_eq!(err.to_string(), "KMS service unavailable");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    // The cache still answers while the circuit is open.
+    assert_eq!(kms.decrypt(&cached_ct, b"").await.unwrap(), b"cached");
+
+    let opened_at = Instant::now();
+    bao.unpause().await;
+    tokio::time::sleep(open_for.saturating_sub(opened_at.elapsed())).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match kms.decrypt(&unseen_ct, b"").await {
+            Ok(pt) => {
+                assert_eq!(pt, b"unseen");
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.to_string(), "KMS service unavailable");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the stack did not recover: {e:?}"),
+        }
+    }
+    assert_eq!(kms.circuit_state(), Some(CircuitState::Closed));
+    second.encrypt(b"x", b"").await.unwrap();
+    assert!(kms.health().await.healthy);
+}
+
+/// AppRole as the second auth method, set up with the CLI: a policy for the
+/// key path, a role, its role-id and a secret-id. A round trip and a
+/// rotation work; refused credentials fail the build; an expired token is
+/// replaced by logging in again.
+#[tokio::test]
+async fn vault_approle_login() {
+    containers::require_docker();
+    let (bao, _) = server_with_default_key().await;
+    let run = |args: Vec<String>| {
+        let bao = &bao;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, out, err) = bao.bao(&args).await;
+            assert_eq!(code, 0, "bao {}: {err}", args.join(" "));
+            out.trim().to_owned()
+        }
+    };
+    let s = |v: &[&str]| v.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    run(s(&["auth", "enable", "approle"])).await;
+    let policy = r#"
+path "secret/data/boosterbeacon/encryption-keys/*" { capabilities = ["read", "create", "update"] }
+path "secret/metadata/boosterbeacon/encryption-keys/*" { capabilities = ["read"] }
+"#;
+    run(s(&[
+        "write",
+        "sys/policies/acl/kms-keys",
+        &format!("policy={policy}"),
+    ]))
+    .await;
+    run(s(&[
+        "write",
+        "auth/approle/role/kms",
+        "token_policies=kms-keys",
+        "token_ttl=1h",
+    ]))
+    .await;
+    run(s(&[
+        "write",
+        "auth/approle/role/kms-short",
+        "token_policies=kms-keys",
+        "token_ttl=2s",
+        "token_max_ttl=2s",
+    ]))
+    .await;
+    let creds = |role: &'static str| {
+        let run = &run;
+        async move {
+            let role_id = run(s(&[
+                "read",
+                "-field=role_id",
+                &format!("auth/approle/role/{role}/role-id"),
+            ]))
+            .await;
+            let secret_id = run(s(&[
+                "write",
+                "-f",
+                "-field=secret_id",
+                &format!("auth/approle/role/{role}/secret-id"),
+            ]))
+            .await;
+            (role_id, secret_id)
+        }
+    };
+
+    let (role_id, secret_id) = creds("kms").await;
+    let vars: HashMap<String, String> = [
+        ("KMS_PROVIDER", "vault"),
+        ("VAULT_ADDR", bao.addr.as_str()),
+        ("VAULT_ROLE_ID", role_id.as_str()),
+        ("VAULT_SECRET_ID", secret_id.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let kms = kms_from(&vars).await;
+    let ct = kms.encrypt_str("via approle", b"").await.unwrap();
+    assert_eq!(kms.decrypt_str(&ct, b"").await.unwrap(), "via approle");
+    assert_eq!(kms.rotate().await.unwrap().as_str(), "2");
+    assert!(kms.health().await.healthy);
+    assert!(!format!("{kms:?}").contains(&secret_id));
+
+    // Refused credentials fail the build with the spec's message.
+    let err = VaultProviderBuilder::from_lookup(|n| match n {
+        "VAULT_SECRET_ID" => Some("00000000-0000-0000-0000-000000000000".to_owned()),
+        _ => vars.get(n).cloned(),
+    })
+    .unwrap()
+    .build()
+    .await
+    .unwrap_err();
+    assert_eq!(err.to_string(), "Access denied to encryption key");
+
+    // A token that expires after 2 s: the provider logs in again.
+    let (role_id, secret_id) = creds("kms-short").await;
+    let p = VaultProvider::builder()
+        .address(&bao.addr)
+        .approle(role_id, secret_id)
+        .build()
+        .await
+        .unwrap();
+    let id = KeyId::default();
+    let before = p.current_key(&id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = p.current_key(&id).await.unwrap();
+    assert_eq!(before.fingerprint(), after.fingerprint());
+}
