@@ -7,6 +7,7 @@ pub mod error;
 pub mod format;
 pub mod key;
 pub mod provider;
+pub mod settings;
 
 pub use async_trait::async_trait;
 pub use error::{BoxError, Cause, Error, Result, SharedError};

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kms_core::settings::{BareUnit, parse_bool, parse_duration};
 use kms_core::{Error, Result};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
@@ -437,35 +438,10 @@ fn client_build_error(e: ClientError) -> Error {
     }
 }
 
-/// Vault's boolean syntax (Go's `strconv.ParseBool`).
-fn parse_bool(variable: &str, value: &str) -> Result<bool> {
-    match value.trim() {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(Error::config(variable, "must be true or false")),
-    }
-}
-
 /// A timeout as the Vault CLI takes it: whole seconds, or a number with one
-/// of the units `ms`, `s`, `m`, `h`.
+/// of the units `ms`, `s`, `m`, `h`; never zero.
 fn parse_timeout(variable: &str, value: &str) -> Result<Duration> {
-    let v = value.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (digits, unit) = v.split_at(split);
-    let bad = || {
-        Error::config(
-            variable,
-            "must be a whole number of seconds, or a number with one of the units ms, s, m, h",
-        )
-    };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
-        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
-        _ => return Err(bad()),
-    };
+    let d = parse_duration(variable, value, BareUnit::Seconds)?;
     if d.is_zero() {
         return Err(Error::config(variable, "must be greater than 0"));
     }

@@ -519,26 +519,7 @@ fn not_compiled_in(kind: ProviderKind) -> Error {
 /// # Errors
 /// [`Error::Config`] naming `variable`.
 pub fn parse_duration(variable: &str, value: &str) -> Result<Duration> {
-    let v = value.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (digits, unit) = v.split_at(split);
-    let bad = || {
-        Error::config(
-            variable,
-            "must be a whole number of milliseconds, or a number with one of the units ms, s, m, h",
-        )
-    };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let ms_per_unit: u64 = match unit.trim() {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(ms_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(bad)
+    kms_core::settings::parse_duration(variable, value, kms_core::settings::BareUnit::Millis)
 }
 
 #[cfg(test)]

@@ -26,13 +26,9 @@ pub fn filter_directive(lookup: impl Fn(&str) -> Option<String>) -> Result<Strin
             "must be one of error, warn, info, debug, trace, off",
         ));
     }
-    let debug = match lookup("KMS_DEBUG")
-        .map(|v| v.trim().to_ascii_lowercase())
-        .as_deref()
-    {
-        None | Some("" | "false" | "0" | "no" | "off") => false,
-        Some("true" | "1" | "yes" | "on") => true,
-        Some(_) => return Err(Error::config("KMS_DEBUG", "must be true or false")),
+    let debug = match lookup("KMS_DEBUG").filter(|v| !v.trim().is_empty()) {
+        None => false,
+        Some(v) => kms_core::settings::parse_bool("KMS_DEBUG", &v)?,
     };
     // vaultrs and rustify log failed HTTP calls (and, at trace level, request
     // details) on their own; the provider maps and reports those errors
