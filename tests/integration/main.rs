@@ -6,7 +6,10 @@
     clippy::indexing_slicing
 )]
 
+mod aws;
 mod env;
+mod gcp;
 mod harness;
 mod memory;
+mod scenarios;
 mod vault;

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kms::circuit::{CircuitState, ResilienceConfig};
+use kms::circuit::ResilienceConfig;
 use kms::vault::{VaultProvider, VaultProviderBuilder};
 use kms::{
     Envelope, Error, IvLength, KeyId, KeyMaterial, KeyProvider, KeyVersion, Kms, KmsBuilder,
@@ -123,7 +123,7 @@ fn kms_binary() -> PathBuf {
 }
 
 /// Runs `kms args...` with only `PATH` and `vars` in its environment.
-async fn kms_cli(
+pub(crate) async fn kms_cli(
     vars: &HashMap<String, String>,
     args: &[&str],
     stdin: &[u8],
@@ -156,7 +156,7 @@ async fn kms_cli(
     .unwrap()
 }
 
-fn text_version(text: &str) -> KeyVersion {
+pub(crate) fn text_version(text: &str) -> KeyVersion {
     let bytes = kms::format::from_text(text).unwrap();
     Envelope::parse(&bytes).unwrap().key_version().unwrap()
 }
@@ -182,32 +182,7 @@ async fn vault_spec_setup_through_library_and_cli() {
     assert_eq!(kms.decrypt_str(&stored, b"users:42").await.unwrap(), secret);
     assert_eq!(text_version(&stored).as_str(), "1");
 
-    // CLI encrypts, library decrypts.
-    let (code, out, err) =
-        kms_cli(&vars, &["encrypt", "--aad", "users:42"], secret.as_bytes()).await;
-    assert_eq!(code, 0, "kms encrypt: {err}");
-    let from_cli = out.trim();
-    assert!(from_cli.starts_with("kms:v1:"), "{from_cli}");
-    assert_eq!(
-        kms.decrypt_str(from_cli, b"users:42").await.unwrap(),
-        secret
-    );
-
-    // Library encrypts, CLI decrypts (and refuses the wrong AAD).
-    let (code, out, err) =
-        kms_cli(&vars, &["decrypt", "--aad", "users:42"], stored.as_bytes()).await;
-    assert_eq!(code, 0, "kms decrypt: {err}");
-    assert_eq!(out, secret);
-    let (code, _, _) = kms_cli(&vars, &["decrypt", "--aad", "users:43"], stored.as_bytes()).await;
-    assert_ne!(code, 0, "the CLI decrypted with the wrong AAD");
-
-    let (code, out, err) = kms_cli(&vars, &["health"], b"").await;
-    assert_eq!(code, 0, "kms health: {out} {err}");
-    let health: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(health["success"], true, "{out}");
-    assert_eq!(health["data"]["provider"], "vault", "{out}");
-    assert_eq!(health["data"]["healthy"], true, "{out}");
-    assert!(health["data"]["responseTime"].is_u64(), "{out}");
+    crate::scenarios::cli_round_trip(&vars, &kms, secret, &stored, "vault").await;
 
     let (code, out, err) = kms_cli(&vars, &["metadata"], b"").await;
     assert_eq!(code, 0, "kms metadata: {err}");
@@ -453,7 +428,7 @@ async fn vault_errors_use_the_spec_wording() {
     assert!(err.is_permanent());
 }
 
-fn error_chain(err: &Error) -> String {
+pub(crate) fn error_chain(err: &Error) -> String {
     let mut text = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(s) = source {
@@ -499,62 +474,17 @@ async fn vault_outage_fails_fast_and_recovers() {
         "2"
     );
 
-    bao.pause().await;
-
-    // Cached keys keep working.
-    let ct = kms.encrypt(b"during", b"").await.unwrap();
-    assert_eq!(kms.decrypt(&ct, b"").await.unwrap(), b"during");
-    assert_eq!(kms.decrypt(&cached_ct, b"").await.unwrap(), b"cached");
-
-    // Uncached calls fail within 2 attempts x 300 ms + one backoff (<= 100 ms).
     let second = kms.with_key_id(KeyId::new("second").unwrap());
-    for attempt in 0..3 {
-        let started = Instant::now();
-        let err = if attempt == 1 {
-            second.encrypt(b"x", b"").await.unwrap_err()
-        } else {
-            kms.decrypt(&unseen_ct, b"").await.unwrap_err()
-        };
-        let took = started.elapsed();
-        assert_eq!(err.to_string(), "KMS service unavailable", "{err:?}");
-        assert!(
-            took >= Duration::from_millis(290) && took < Duration::from_millis(1500),
-            "attempt {attempt} took {took:?}"
-        );
-    }
-    // Three failures in a row: the circuit is open and calls fail at once.
-    assert_eq!(kms.circuit_state(), Some(CircuitState::Open));
-    let started = Instant::now();
-    let err = kms.decrypt(&unseen_ct, b"").await.unwrap_err();
-    assert_eq!(err.to_string(), "KMS service unavailable");
-    assert!(
-        started.elapsed() < Duration::from_millis(100),
-        "{:?}",
-        started.elapsed()
-    );
-    // The cache still answers while the circuit is open.
-    assert_eq!(kms.decrypt(&cached_ct, b"").await.unwrap(), b"cached");
-
-    let opened_at = Instant::now();
-    bao.unpause().await;
-    tokio::time::sleep(open_for.saturating_sub(opened_at.elapsed())).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match kms.decrypt(&unseen_ct, b"").await {
-            Ok(pt) => {
-                assert_eq!(pt, b"unseen");
-                break;
-            }
-            Err(e) if Instant::now() < deadline => {
-                assert_eq!(e.to_string(), "KMS service unavailable");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("the stack did not recover: {e:?}"),
-        }
-    }
-    assert_eq!(kms.circuit_state(), Some(CircuitState::Closed));
-    second.encrypt(b"x", b"").await.unwrap();
-    assert!(kms.health().await.healthy);
+    crate::scenarios::outage_fails_fast_and_recovers(
+        &kms,
+        &second,
+        &cached_ct,
+        &unseen_ct,
+        open_for,
+        bao.pause(),
+        bao.unpause(),
+    )
+    .await;
 }
 
 /// AppRole as the second auth method, set up with the CLI: a policy for the

@@ -25,6 +25,9 @@
 //!     .await;
 //! assert_eq!(code, 0, "{stderr}");
 //! // `server.addr` is `http://127.0.0.1:PORT`, `server.root_token` is "root".
+//!
+//! let aws = containers::localstack().await;
+//! // `aws.endpoint` is `http://127.0.0.1:PORT` (KMS and SSM; any credentials).
 //! # }
 //! ```
 
@@ -47,6 +50,10 @@ pub const IMAGES_ENV: &str = include_str!("../images.env");
 /// OpenBao (Vault API) image.
 pub const OPENBAO_IMAGE_VAR: &str = "KMS_TEST_OPENBAO_IMAGE";
 
+/// The variable, in `tests/images.env` or the environment, that names the
+/// LocalStack (AWS KMS and SSM) image.
+pub const LOCALSTACK_IMAGE_VAR: &str = "KMS_TEST_LOCALSTACK_IMAGE";
+
 /// How long a started (or restarted, or unpaused) server may take until its
 /// health check answers as expected.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,6 +70,12 @@ const OPENBAO_HEALTH_PATH: &str = "/v1/sys/health";
 
 /// The dev-mode root token of every OpenBao container.
 const OPENBAO_ROOT_TOKEN: &str = "root";
+
+/// Logged by LocalStack once its gateway serves requests.
+const LOCALSTACK_READY_LOG: &str = "Ready.";
+
+/// LocalStack's own health endpoint: 200 while the gateway runs.
+const LOCALSTACK_HEALTH_PATH: &str = "/_localstack/health";
 
 /// Label put on every container the harness starts, to find strays with
 /// `docker ps --filter label=kms-tests`.
@@ -261,6 +274,55 @@ pub async fn wait_for_status(
     }
 }
 
+/// Starts `image` on the host's network with the harness label, and waits
+/// for its ready conditions.
+async fn start_on_host<I: Image>(image: I, what: &str, addr: &str) -> ContainerAsync<I> {
+    let shown = format!("{}:{}", image.name(), image.tag());
+    image
+        .with_network("host")
+        // testcontainers asks to publish all exposed ports unless ports are
+        // mapped; with host networking there is nothing to publish.
+        .with_host_config_modifier(|host| {
+            host.publish_all_ports = Some(false);
+            host.port_bindings = None;
+        })
+        .with_label(LABEL, what.to_ascii_lowercase())
+        .with_startup_timeout(STARTUP_TIMEOUT)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("could not start {what} ({shown}) at {addr}: {e}"))
+}
+
+/// `docker stop`, `start`, `pause` and `unpause` of a test server's container.
+/// Each panics, naming `what`, when Docker refuses.
+mod lifecycle {
+    use testcontainers::{ContainerAsync, Image};
+
+    pub(super) async fn stop<I: Image>(c: &ContainerAsync<I>, what: &str) {
+        c.stop()
+            .await
+            .unwrap_or_else(|e| panic!("could not stop {what}: {e}"));
+    }
+
+    pub(super) async fn start<I: Image>(c: &ContainerAsync<I>, what: &str) {
+        c.start()
+            .await
+            .unwrap_or_else(|e| panic!("could not start {what} again: {e}"));
+    }
+
+    pub(super) async fn pause<I: Image>(c: &ContainerAsync<I>, what: &str) {
+        c.pause()
+            .await
+            .unwrap_or_else(|e| panic!("could not pause {what}: {e}"));
+    }
+
+    pub(super) async fn unpause<I: Image>(c: &ContainerAsync<I>, what: &str) {
+        c.unpause()
+            .await
+            .unwrap_or_else(|e| panic!("could not unpause {what}: {e}"));
+    }
+}
+
 // ---------------------------------------------------------------------------
 // OpenBao
 
@@ -361,19 +423,7 @@ pub async fn openbao() -> OpenBaoServer {
     require_image(&image, OPENBAO_IMAGE_VAR).await;
     let addr = format!("http://127.0.0.1:{}", bao.port());
     let cli = bao.cli();
-    let container = bao
-        .with_network("host")
-        // testcontainers asks to publish all exposed ports unless ports are
-        // mapped; with host networking there is nothing to publish.
-        .with_host_config_modifier(|host| {
-            host.publish_all_ports = Some(false);
-            host.port_bindings = None;
-        })
-        .with_label(LABEL, "openbao")
-        .with_startup_timeout(STARTUP_TIMEOUT)
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("could not start OpenBao ({image}) at {addr}: {e}"));
+    let container = start_on_host(bao, "OpenBao", &addr).await;
     let server = OpenBaoServer {
         container,
         addr,
@@ -458,20 +508,14 @@ impl OpenBaoServer {
     /// Stops the container (SIGTERM, then SIGKILL after 10 s). The server is
     /// gone, its port refuses connections.
     pub async fn stop(&self) {
-        self.container
-            .stop()
-            .await
-            .unwrap_or_else(|e| panic!("could not stop OpenBao: {e}"));
+        lifecycle::stop(&self.container, "OpenBao").await;
     }
 
     /// Starts the stopped container again, on the same port, and waits until
     /// it is healthy. Dev mode keeps nothing across a restart: the server comes
     /// back empty (KV `secret/` mounted, root token `root`).
     pub async fn start(&self) {
-        self.container
-            .start()
-            .await
-            .unwrap_or_else(|e| panic!("could not start OpenBao again: {e}"));
+        lifecycle::start(&self.container, "OpenBao").await;
         self.wait_healthy().await;
     }
 
@@ -479,23 +523,163 @@ impl OpenBaoServer {
     /// by the kernel but never answered, the way a hung server behaves. Keeps
     /// all data; prefer this to [`stop`](Self::stop) for outage tests.
     pub async fn pause(&self) {
-        self.container
-            .pause()
-            .await
-            .unwrap_or_else(|e| panic!("could not pause OpenBao: {e}"));
+        lifecycle::pause(&self.container, "OpenBao").await;
     }
 
     /// Thaws a paused server and waits until it is healthy again.
     pub async fn unpause(&self) {
-        self.container
-            .unpause()
-            .await
-            .unwrap_or_else(|e| panic!("could not unpause OpenBao: {e}"));
+        lifecycle::unpause(&self.container, "OpenBao").await;
         self.wait_healthy().await;
     }
 
     /// The underlying container, for what the methods above do not cover.
     pub fn container(&self) -> &ContainerAsync<OpenBao> {
+        &self.container
+    }
+}
+
+// ---------------------------------------------------------------------------
+// LocalStack
+
+/// LocalStack with only the KMS and SSM services, its gateway listening on
+/// `127.0.0.1:PORT` of the host's network. Any access key id and secret are
+/// accepted; the account is `000000000000`. State lives in memory.
+///
+/// The image comes from `KMS_TEST_LOCALSTACK_IMAGE` (environment, else
+/// `tests/images.env`). Run it with [`localstack`].
+#[derive(Debug, Clone)]
+pub struct LocalStack {
+    name: String,
+    tag: String,
+    port: u16,
+    env: Vec<(String, String)>,
+}
+
+impl LocalStack {
+    /// LocalStack listening on `127.0.0.1:port`.
+    pub fn new(port: u16) -> Self {
+        let image = image(LOCALSTACK_IMAGE_VAR);
+        let (name, tag) = split_image(&image);
+        let env = [
+            ("GATEWAY_LISTEN", format!("127.0.0.1:{port}")),
+            ("SERVICES", "kms,ssm".to_owned()),
+            // Offline: no certificate download, no analytics.
+            ("SKIP_SSL_CERT_DOWNLOAD", "1".to_owned()),
+            ("DISABLE_EVENTS", "1".to_owned()),
+        ];
+        Self {
+            name: name.to_owned(),
+            tag: tag.to_owned(),
+            port,
+            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        }
+    }
+
+    /// The port the gateway listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Image for LocalStack {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    fn ready_conditions(&self) -> Vec<WaitFor> {
+        vec![WaitFor::message_on_either_std(LOCALSTACK_READY_LOG)]
+    }
+
+    fn env_vars(
+        &self,
+    ) -> impl IntoIterator<
+        Item = (
+            impl Into<std::borrow::Cow<'_, str>>,
+            impl Into<std::borrow::Cow<'_, str>>,
+        ),
+    > {
+        self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// A running LocalStack; the container is removed when this is dropped.
+#[derive(Debug)]
+pub struct LocalStackServer {
+    container: ContainerAsync<LocalStack>,
+    /// `http://127.0.0.1:PORT`: the `AWS_ENDPOINT_URL` of every service.
+    pub endpoint: String,
+}
+
+/// Starts LocalStack (KMS and SSM) in a container on the host's network, on
+/// a free port, and returns once it has logged `Ready.` and its health
+/// endpoint answers 200.
+///
+/// # Panics
+///
+/// When Docker or the image is missing, or LocalStack does not come up.
+pub async fn localstack() -> LocalStackServer {
+    require_docker();
+    let localstack = LocalStack::new(free_port());
+    let image = format!("{}:{}", localstack.name, localstack.tag);
+    require_image(&image, LOCALSTACK_IMAGE_VAR).await;
+    let endpoint = format!("http://127.0.0.1:{}", localstack.port());
+    let container = start_on_host(localstack, "LocalStack", &endpoint).await;
+    let server = LocalStackServer {
+        container,
+        endpoint,
+    };
+    server.wait_healthy().await;
+    server
+}
+
+impl LocalStackServer {
+    /// The port of the gateway.
+    pub fn port(&self) -> u16 {
+        self.container.image().port()
+    }
+
+    /// Waits until `GET /_localstack/health` answers 200, at most [`READY_TIMEOUT`].
+    pub async fn wait_healthy(&self) {
+        wait_for_status(
+            "LocalStack",
+            &self.endpoint,
+            LOCALSTACK_HEALTH_PATH,
+            200,
+            READY_TIMEOUT,
+        )
+        .await;
+    }
+
+    /// Stops the container. LocalStack keeps no state across a restart.
+    pub async fn stop(&self) {
+        lifecycle::stop(&self.container, "LocalStack").await;
+    }
+
+    /// Starts the stopped container again, on the same port, and waits until
+    /// it is healthy (and empty).
+    pub async fn start(&self) {
+        lifecycle::start(&self.container, "LocalStack").await;
+        self.wait_healthy().await;
+    }
+
+    /// Freezes LocalStack (`docker pause`): connections are accepted but never
+    /// answered. Keeps all data.
+    pub async fn pause(&self) {
+        lifecycle::pause(&self.container, "LocalStack").await;
+    }
+
+    /// Thaws a paused LocalStack and waits until it is healthy again.
+    pub async fn unpause(&self) {
+        lifecycle::unpause(&self.container, "LocalStack").await;
+        self.wait_healthy().await;
+    }
+
+    /// The underlying container.
+    pub fn container(&self) -> &ContainerAsync<LocalStack> {
         &self.container
     }
 }
@@ -510,6 +694,18 @@ mod tests {
         let (name, tag) = split_image(image);
         assert!(!name.is_empty() && !tag.is_empty(), "{image}");
         assert_eq!(pinned_image("KMS_TEST_NO_SUCH_IMAGE"), None);
+    }
+
+    #[test]
+    fn images_env_pins_localstack() {
+        let image = pinned_image(LOCALSTACK_IMAGE_VAR).unwrap();
+        assert_eq!(split_image(image).1, "4.14.0");
+        let ls = LocalStack::new(4599);
+        assert!(
+            ls.env
+                .contains(&("GATEWAY_LISTEN".into(), "127.0.0.1:4599".into()))
+        );
+        assert!(ls.env.contains(&("SERVICES".into(), "kms,ssm".into())));
     }
 
     #[test]

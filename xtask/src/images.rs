@@ -33,11 +33,18 @@ struct Recipe {
 }
 
 /// Every image the tests run.
-const RECIPES: &[Recipe] = &[Recipe {
-    var: "KMS_TEST_OPENBAO_IMAGE",
-    what: "OpenBao",
-    build: build_openbao,
-}];
+const RECIPES: &[Recipe] = &[
+    Recipe {
+        var: "KMS_TEST_OPENBAO_IMAGE",
+        what: "OpenBao",
+        build: build_openbao,
+    },
+    Recipe {
+        var: "KMS_TEST_LOCALSTACK_IMAGE",
+        what: "LocalStack",
+        build: build_localstack,
+    },
+];
 
 /// Makes sure the local engine has every image the tests run.
 pub(crate) fn ensure_images() -> Result<()> {
@@ -266,6 +273,253 @@ fn ensure_pip() -> Result<()> {
     docker::apt_install("`python3 -m pip` is not installed", &["python3-pip"])
 }
 
+// ---------------------------------------------------------------------------
+// LocalStack
+
+/// The pinned Python packages of the LocalStack image, relative to the
+/// workspace root. `pip install --no-deps` of this fully pinned set takes
+/// seconds; letting pip resolve takes many minutes and picks releases
+/// (cbor2, pyOpenSSL, cryptography) that break LocalStack.
+const LOCALSTACK_REQUIREMENTS: &str = "tests/docker/localstack-4.14.0-requirements.txt";
+
+/// The Debian release of the image: LocalStack 4.14 needs Python 3.12 or
+/// newer, and trixie has 3.13.
+const LOCALSTACK_SUITE: &str = "trixie";
+
+/// The LocalStack image (KMS and SSM only): a minimal Debian root file system
+/// made with debootstrap, LocalStack in a venv from the pinned requirements,
+/// imported with `docker import`. The requirements file pins the version; the
+/// tag only names it.
+fn build_localstack(image: &str) -> Result<()> {
+    let requirements = cmd::workspace_root().join(LOCALSTACK_REQUIREMENTS);
+    if !requirements.is_file() {
+        return Err(Error::new(format!(
+            "{} is missing: it pins LocalStack's Python packages",
+            requirements.display()
+        )));
+    }
+    if cmd::which("debootstrap").is_none() {
+        if let Some(missing) = docker::cannot_manage_packages() {
+            return Err(Error::new(format!(
+                "debootstrap is needed to build the LocalStack image, and this task \
+                 cannot install it because {missing}: install debootstrap and run \
+                 `cargo xtask test` again"
+            )));
+        }
+        docker::apt_install("debootstrap is not installed", &["debootstrap"])?;
+    }
+    let mirror = debian_mirror()?;
+    let scratch = ScratchDir::new("localstack")?;
+    let rootfs = scratch.0.join("rootfs");
+    let _mounts = UnmountOnDrop(rootfs.clone());
+
+    let mut debootstrap = Command::new("debootstrap");
+    debootstrap
+        .args([
+            "--variant=minbase",
+            "--include=python3,python3-venv,ca-certificates",
+            LOCALSTACK_SUITE,
+        ])
+        .arg(&rootfs)
+        .arg(&mirror);
+    cmd::run_timed(
+        &format!("debootstrap a minimal Debian {LOCALSTACK_SUITE} from {mirror}"),
+        &mut debootstrap,
+    )?;
+
+    // Name resolution inside the chroot, and the CA that the package
+    // registries are reached through here, if any (PIP_CERT).
+    let resolv = rootfs.join("etc/resolv.conf");
+    let _ = fs::remove_file(&resolv);
+    copy_file(Path::new("/etc/resolv.conf"), &resolv)?;
+    copy_file(&requirements, &rootfs.join("tmp/requirements.txt"))?;
+    let pip_cert = std::env::var_os("PIP_CERT")
+        .map(PathBuf::from)
+        .filter(|path| path.is_file());
+    if let Some(cert) = &pip_cert {
+        copy_file(cert, &rootfs.join("tmp/pip-ca.pem"))?;
+    }
+
+    let mut venv = chroot_command(&rootfs);
+    venv.args(["python3", "-m", "venv", "/opt/localstack"]);
+    cmd::run_timed("create the venv /opt/localstack", &mut venv)?;
+
+    let mut pip = chroot_command(&rootfs);
+    pip.args([
+        "/opt/localstack/bin/pip",
+        "install",
+        "--no-deps",
+        "--progress-bar",
+        "off",
+        "-r",
+        "/tmp/requirements.txt",
+    ]);
+    if pip_cert.is_some() {
+        // pip verifies with the trust store (truststore), which follows
+        // SSL_CERT_FILE, and with PIP_CERT: both must name the copied CA.
+        pip.env("PIP_CERT", "/tmp/pip-ca.pem")
+            .env("SSL_CERT_FILE", "/tmp/pip-ca.pem");
+    }
+    cmd::run_timed(
+        &format!("pip install --no-deps -r {LOCALSTACK_REQUIREMENTS} (pinned LocalStack)"),
+        &mut pip,
+    )?;
+
+    for leftover in ["tmp/pip-ca.pem", "tmp/requirements.txt"] {
+        let _ = fs::remove_file(rootfs.join(leftover));
+    }
+    let _ = fs::remove_dir_all(rootfs.join("root/.cache"));
+    docker_import(&rootfs, image)
+}
+
+/// `chroot ROOTFS` with a clean environment: the host's CA and pip
+/// variables (SSL_CERT_FILE, PIP_FIND_LINKS, ...) name host paths that mean
+/// something else, or nothing, inside the root file system. Index and proxy
+/// settings are passed on.
+fn chroot_command(rootfs: &Path) -> Command {
+    let mut command = Command::new("chroot");
+    command
+        .arg(rootfs)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("HOME", "/root")
+        .env("LANG", "C.UTF-8")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+    for name in [
+        "PIP_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "PIP_TRUSTED_HOST",
+        "PIP_DEFAULT_TIMEOUT",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    ] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+}
+
+/// `tar -C ROOTFS -c . | docker import` with LocalStack's settings: KMS and
+/// SSM only, the gateway on 127.0.0.1:4566 (containers override
+/// GATEWAY_LISTEN to pick a port on the host network).
+fn docker_import(rootfs: &Path, image: &str) -> Result<()> {
+    let started = Instant::now();
+    let mut tar = Command::new("tar");
+    tar.arg("-C").arg(rootfs).args(["-c", "."]);
+    let mut import = Command::new("docker");
+    import.args([
+        "import",
+        "-c",
+        "ENV GATEWAY_LISTEN=127.0.0.1:4566",
+        "-c",
+        "ENV SERVICES=kms,ssm",
+        "-c",
+        r#"ENTRYPOINT ["/opt/localstack/bin/python","-m","localstack.runtime.main"]"#,
+        "-",
+        image,
+    ]);
+    let shown = format!("{} | {}", cmd::display(&tar), cmd::display(&import));
+    cmd::step(&shown);
+    let mut tar_child = tar
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::new(format!("could not start tar: {e}")))?;
+    let tar_out = tar_child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::new("tar has no stdout"))?;
+    let import_status = import
+        .stdin(tar_out)
+        .status()
+        .map_err(|e| Error::new(format!("could not start docker import: {e}")));
+    let tar_status = tar_child
+        .wait()
+        .map_err(|e| Error::new(format!("tar failed: {e}")))?;
+    let import_status = import_status?;
+    if !tar_status.success() || !import_status.success() {
+        return Err(Error::new(format!(
+            "{shown} failed (tar: {tar_status}, docker import: {import_status})"
+        )));
+    }
+    cmd::step(format!("imported {image} in {}", cmd::took(started)));
+    Ok(())
+}
+
+/// The Debian mirror configured in this machine's apt sources (one-line
+/// `deb URL SUITE ...` or deb822 `URIs:`), so the build uses the same host
+/// as `apt-get` does.
+fn debian_mirror() -> Result<String> {
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(entries) = fs::read_dir("/etc/apt/sources.list.d") {
+        let mut more: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        more.sort();
+        files.extend(more);
+    }
+    let text: String = files
+        .iter()
+        .filter_map(|path| fs::read_to_string(path).ok())
+        .collect::<Vec<_>>()
+        .join("\n");
+    mirror_in(&text).ok_or_else(|| {
+        Error::new(
+            "found no Debian mirror (a URI ending in /debian) in /etc/apt/sources.list \
+             or /etc/apt/sources.list.d/: debootstrap needs one",
+        )
+    })
+}
+
+/// The first URI ending in `/debian` in apt sources text.
+fn mirror_in(text: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .flat_map(|line| {
+            let words = line
+                .strip_prefix("URIs:")
+                .or_else(|| line.strip_prefix("deb "))
+                .unwrap_or("");
+            words.split_whitespace()
+        })
+        .map(|word| word.trim_end_matches('/'))
+        .find(|uri| uri.contains("://") && uri.ends_with("/debian"))
+        .map(str::to_owned)
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to).map(drop).map_err(|e| {
+        Error::new(format!(
+            "could not copy {} to {}: {e}",
+            from.display(),
+            to.display()
+        ))
+    })
+}
+
+/// Unmounts what a failed debootstrap may have left mounted in the root file
+/// system, before [`ScratchDir`] removes it.
+struct UnmountOnDrop(PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        for mount in ["dev/pts", "proc", "sys"] {
+            let path = self.0.join(mount);
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&path)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
 fn find_wheel(dir: &Path, prefix: &str) -> Result<PathBuf> {
     let entries = fs::read_dir(dir)
         .map_err(|e| Error::new(format!("could not read {}: {e}", dir.display())))?;
@@ -315,6 +569,28 @@ mod tests {
         let pinned = parse_images_env(&text).unwrap();
         check_recipes(&pinned).unwrap();
         assert!(tag_of(pinned.get("KMS_TEST_OPENBAO_IMAGE").unwrap()).is_some());
+        assert!(
+            cmd::workspace_root()
+                .join(LOCALSTACK_REQUIREMENTS)
+                .is_file()
+        );
+    }
+
+    #[test]
+    fn the_debian_mirror_is_read_from_apt_sources() {
+        let deb822 = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\n\
+                      URIs: http://deb.debian.org/debian-security\n";
+        assert_eq!(
+            mirror_in(deb822).as_deref(),
+            Some("http://deb.debian.org/debian")
+        );
+        let one_line = "# deb http://old/debian x\ndeb https://packages.example/apt x main\n\
+                        deb [arch=amd64] http://mirror.example/debian/ bookworm main\n";
+        assert_eq!(
+            mirror_in(one_line).as_deref(),
+            Some("http://mirror.example/debian")
+        );
+        assert_eq!(mirror_in("deb http://x/ubuntu jammy main\n"), None);
     }
 
     #[test]

@@ -37,6 +37,8 @@ tasks:
 environment:
   KMS_TEST_OPENBAO_IMAGE=IMAGE   run the container tests against this image instead of the
                                  one tests/images.env pins (pulled if missing, never built)
+  KMS_TEST_LOCALSTACK_IMAGE=IMAGE
+                                 the same for the LocalStack image (AWS KMS and SSM)
   KMS_CHECK_ADVISORIES=1         make `ci` also run `cargo deny check advisories`
                                  (needs network access to the RustSec advisory database)";
 

@@ -22,9 +22,16 @@ pub use kms_core::{
 #[cfg(feature = "env")]
 pub use kms_env as env;
 
+/// The AWS provider (`KMS_PROVIDER=aws`): SSM Parameter Store under a KMS key.
+#[cfg(feature = "aws")]
+pub use kms_aws as aws;
 /// The HashiCorp Vault / OpenBao provider (`KMS_PROVIDER=vault`).
 #[cfg(feature = "vault")]
 pub use kms_vault as vault;
+
+/// The Google Cloud Secret Manager provider (`KMS_PROVIDER=gcp`).
+#[cfg(feature = "gcp")]
+pub use kms_gcp as gcp;
 
 /// The workspace README's examples, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]

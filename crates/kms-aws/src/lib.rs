@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod builder;
+mod call;
+mod provider;
+
+pub use builder::AwsProviderBuilder;
+pub use provider::AwsProvider;
+
+/// The provider's name (`KMS_PROVIDER=aws`).
+pub const PROVIDER: &str = "aws";
+
+/// Default name prefix of the SSM parameters (`KMS_AWS_PARAMETER_PREFIX`), as
+/// in the spec's set-up: key id `default` is the parameter
+/// `/boosterbeacon/encryption-keys/default`.
+pub const DEFAULT_PARAMETER_PREFIX: &str = "/boosterbeacon/encryption-keys";

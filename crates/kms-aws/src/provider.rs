@@ -1,0 +1,447 @@
+//! [`AwsProvider`]: the `KeyProvider` over one SSM SecureString parameter per key id.
+
+use std::fmt;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType};
+use chrono::{DateTime, Utc};
+use kms_core::error::Cause;
+use kms_core::{
+    DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion, Result,
+    VersionInfo,
+};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::PROVIDER;
+use crate::builder::AwsProviderBuilder;
+use crate::call::{CallError, Kind};
+
+/// Data keys in AWS Systems Manager Parameter Store: one SecureString
+/// parameter per key id, encrypted under a KMS key, one parameter version per
+/// key version. See the crate documentation.
+pub struct AwsProvider {
+    ssm: aws_sdk_ssm::Client,
+    kms: aws_sdk_kms::Client,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    prefix: String,
+    kms_key_id: Option<String>,
+}
+
+impl fmt::Debug for AwsProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The SDK clients are left out: their configuration holds the
+        // credentials provider.
+        f.debug_struct("AwsProvider")
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("parameter_prefix", &self.prefix)
+            .field("kms_key_id", &self.kms_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What DescribeParameters says about a key's parameter.
+struct ParameterInfo {
+    version: i64,
+    kms_key_id: Option<String>,
+    description: Option<String>,
+}
+
+impl AwsProvider {
+    /// A builder with the documented defaults.
+    #[must_use]
+    pub fn builder() -> AwsProviderBuilder {
+        AwsProviderBuilder::new()
+    }
+
+    /// Builds from the process environment (see the crate documentation for
+    /// the variables).
+    ///
+    /// # Errors
+    /// As [`AwsProviderBuilder::build`].
+    pub async fn from_env() -> Result<Self> {
+        AwsProviderBuilder::from_lookup(|name| std::env::var(name).ok())?
+            .build()
+            .await
+    }
+
+    pub(crate) fn new(
+        config: &SdkConfig,
+        prefix: String,
+        kms_key_id: Option<String>,
+        endpoint_url: Option<String>,
+    ) -> Self {
+        AwsProvider {
+            ssm: aws_sdk_ssm::Client::new(config),
+            kms: aws_sdk_kms::Client::new(config),
+            region: config.region().map(ToString::to_string),
+            endpoint_url,
+            prefix,
+            kms_key_id,
+        }
+    }
+
+    /// The SSM parameter name of a key id: `<prefix>/<key id>`.
+    #[must_use]
+    pub fn parameter_name(&self, key_id: &KeyId) -> String {
+        format!("{}/{}", self.prefix, key_id)
+    }
+
+    /// Turns on KMS's yearly automatic rotation of the KMS key that
+    /// encrypts the parameter of `key_id` (the configured
+    /// `KMS_AWS_KMS_KEY_ID`, else the parameter's own key). This rotates
+    /// the *wrapping* key's material; the data key (the parameter value)
+    /// changes only with [`rotate`](KeyProvider::rotate).
+    ///
+    /// # Errors
+    /// As the other operations; [`Error::Provider`] when the parameter
+    /// uses the AWS managed key `alias/aws/ssm`, which AWS rotates itself.
+    pub async fn enable_key_rotation(&self, key_id: &KeyId) -> Result<()> {
+        let kms_key = self.wrapping_key(key_id).await?;
+        self.kms
+            .enable_key_rotation()
+            .key_id(&kms_key)
+            .send()
+            .await
+            .map_err(|e| {
+                CallError::from_sdk("KMS EnableKeyRotation", e).into_error(key_id, None)
+            })?;
+        tracing::info!(target: "kms::aws", key_id = %key_id, kms_key = %kms_key, "KMS automatic key rotation enabled");
+        Ok(())
+    }
+
+    /// The KMS key `rotate` encrypts with: the configured one, else the
+    /// parameter's.
+    async fn wrapping_key(&self, key_id: &KeyId) -> Result<String> {
+        if let Some(k) = &self.kms_key_id {
+            return Ok(k.clone());
+        }
+        let info = self.describe_parameter(key_id).await?;
+        info.kms_key_id.ok_or_else(|| Error::Provider {
+            provider: PROVIDER,
+            message: format!(
+                "{} has no KMS key id (is it a SecureString?)",
+                self.parameter_name(key_id)
+            ),
+        })
+    }
+
+    /// DescribeParameters filtered to the key's parameter name.
+    async fn describe_parameter(&self, key_id: &KeyId) -> Result<ParameterInfo> {
+        let name = self.parameter_name(key_id);
+        let filter = ParameterStringFilter::builder()
+            .key("Name")
+            .option("Equals")
+            .values(&name)
+            .build()
+            .map_err(|e| Error::Provider {
+                provider: PROVIDER,
+                message: e.to_string(),
+            })?;
+        let out = self
+            .ssm
+            .describe_parameters()
+            .parameter_filters(filter)
+            .send()
+            .await
+            .map_err(|e| {
+                CallError::from_sdk("SSM DescribeParameters", e).into_error(key_id, None)
+            })?;
+        let p = out
+            .parameters()
+            .iter()
+            .find(|p| p.name() == Some(name.as_str()))
+            .ok_or_else(|| Error::key_not_found(key_id, None::<&str>))?;
+        Ok(ParameterInfo {
+            version: p.version(),
+            kms_key_id: p.key_id().map(str::to_owned),
+            description: p.description().map(str::to_owned),
+        })
+    }
+
+    /// GetParameter with decryption: `name` or `name:N`.
+    async fn read(&self, key_id: &KeyId, version: Option<&KeyVersion>) -> Result<DataKey> {
+        let mut name = self.parameter_name(key_id);
+        if let Some(v) = version {
+            let n = parse_version(v).ok_or_else(|| Error::key_not_found(key_id, Some(v)))?;
+            name = format!("{name}:{n}");
+        }
+        let out = self
+            .ssm
+            .get_parameter()
+            .name(&name)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| {
+                let e = CallError::from_sdk("SSM GetParameter", e);
+                // SSM answers a version selector beyond the last version with
+                // ParameterVersionNotFound, and an invalid one with
+                // ValidationException.
+                if e.kind == Kind::Unexpected
+                    && e.is_code("ValidationException")
+                    && version.is_some()
+                {
+                    Error::key_not_found(key_id, version)
+                } else {
+                    e.into_error(key_id, version)
+                }
+            })?;
+        let mut parameter = out.parameter.ok_or_else(|| Error::Provider {
+            provider: PROVIDER,
+            message: "GetParameter returned no parameter".into(),
+        })?;
+        let value = Zeroizing::new(parameter.value.take().unwrap_or_default());
+        if parameter.r#type() != Some(&ParameterType::SecureString) {
+            tracing::warn!(
+                target: "kms::aws",
+                parameter = %name,
+                "the key's parameter is not a SecureString: the key is stored unencrypted"
+            );
+        }
+        let material = KeyMaterial::from_hex(value.trim()).map_err(|_| Error::InvalidKeyLength)?;
+        let got = KeyVersion::from(u64::try_from(parameter.version()).unwrap_or(0));
+        if let Some(v) = version
+            && parse_version(v) != parse_version(&got)
+        {
+            return Err(Error::key_not_found(key_id, Some(v)));
+        }
+        Ok(DataKey::new(key_id.clone(), got, material))
+    }
+
+    /// GetParameterHistory, every page; oldest first.
+    async fn history(&self, key_id: &KeyId) -> Result<Vec<HistoryEntry>> {
+        let name = self.parameter_name(key_id);
+        let mut entries = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let out = self
+                .ssm
+                .get_parameter_history()
+                .name(&name)
+                .with_decryption(false)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    CallError::from_sdk("SSM GetParameterHistory", e).into_error(key_id, None)
+                })?;
+            for p in out.parameters() {
+                entries.push(HistoryEntry {
+                    version: p.version(),
+                    modified: p.last_modified_date().and_then(to_chrono),
+                    description: p.description().map(str::to_owned),
+                    kms_key_id: p.key_id().map(str::to_owned),
+                });
+            }
+            match out.next_token {
+                Some(token) if !token.is_empty() => next = Some(token),
+                _ => break,
+            }
+        }
+        if entries.is_empty() {
+            return Err(Error::key_not_found(key_id, None::<&str>));
+        }
+        entries.sort_by_key(|e| e.version);
+        Ok(entries)
+    }
+
+    /// KMS DescribeKey: refuses a disabled (or pending deletion) KMS key
+    /// before a new version is written with it. AWS itself refuses such a
+    /// PutParameter, emulators may not; either way the error is the same.
+    async fn require_enabled(&self, key_id: &KeyId, kms_key: &str) -> Result<()> {
+        let out = self
+            .kms
+            .describe_key()
+            .key_id(kms_key)
+            .send()
+            .await
+            .map_err(|e| CallError::from_sdk("KMS DescribeKey", e).into_error(key_id, None))?;
+        match out.key_metadata() {
+            Some(k) if !k.enabled() => {
+                let state = k.key_state().map_or("not enabled", |s| s.as_str());
+                Err(Error::access_denied(
+                    PROVIDER,
+                    Cause(format!("KMS DescribeKey: the KMS key {kms_key} is {state}")),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// KMS GenerateRandom: 32 bytes, the returned buffer wiped after use.
+    async fn random_key(&self, key_id: &KeyId) -> Result<KeyMaterial> {
+        let out = self
+            .kms
+            .generate_random()
+            .number_of_bytes(32)
+            .send()
+            .await
+            .map_err(|e| CallError::from_sdk("KMS GenerateRandom", e).into_error(key_id, None))?;
+        let mut bytes = out
+            .plaintext
+            .map(aws_smithy_blob_into_inner)
+            .unwrap_or_default();
+        let material = KeyMaterial::from_slice(&bytes);
+        bytes.zeroize();
+        material.map_err(|_| Error::Provider {
+            provider: PROVIDER,
+            message: "KMS GenerateRandom did not return 32 bytes".into(),
+        })
+    }
+}
+
+fn aws_smithy_blob_into_inner(blob: aws_sdk_kms::primitives::Blob) -> Vec<u8> {
+    blob.into_inner()
+}
+
+/// One entry of GetParameterHistory, without the value.
+struct HistoryEntry {
+    version: i64,
+    modified: Option<DateTime<Utc>>,
+    description: Option<String>,
+    kms_key_id: Option<String>,
+}
+
+/// A key version is a positive parameter version number.
+fn parse_version(v: &KeyVersion) -> Option<i64> {
+    v.as_str().parse::<i64>().ok().filter(|n| *n > 0)
+}
+
+fn to_chrono(t: &aws_sdk_ssm::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+#[async_trait]
+impl KeyProvider for AwsProvider {
+    fn name(&self) -> &'static str {
+        PROVIDER
+    }
+
+    async fn current_key(&self, key_id: &KeyId) -> Result<DataKey> {
+        self.read(key_id, None).await
+    }
+
+    async fn key_version(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey> {
+        self.read(key_id, Some(version)).await
+    }
+
+    async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
+        Ok(self
+            .history(key_id)
+            .await?
+            .into_iter()
+            .filter_map(|e| {
+                let v = u64::try_from(e.version).ok()?;
+                Some(VersionInfo::new(KeyVersion::from(v), e.modified, true))
+            })
+            .collect())
+    }
+
+    /// Writes a new parameter version with 32 random bytes from KMS
+    /// GenerateRandom. SSM has no check-and-set: when another writer
+    /// raced this one, the version SSM assigned is not the previous + 1,
+    /// and `Error::Conflict` is returned (the new version exists and is
+    /// current; retrying rotates again).
+    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
+        let name = self.parameter_name(key_id);
+        let info = self.describe_parameter(key_id).await?;
+        let kms_key = match (&self.kms_key_id, info.kms_key_id) {
+            (Some(k), _) => k.clone(),
+            (None, Some(k)) => k,
+            (None, None) => {
+                return Err(Error::Provider {
+                    provider: PROVIDER,
+                    message: format!("{name} has no KMS key id (is it a SecureString?)"),
+                });
+            }
+        };
+        self.require_enabled(key_id, &kms_key).await?;
+        let material = self.random_key(key_id).await?;
+        let hex = material.to_hex();
+        let mut put = self
+            .ssm
+            .put_parameter()
+            .name(&name)
+            .value(hex.as_str())
+            .r#type(ParameterType::SecureString)
+            .key_id(&kms_key)
+            .overwrite(true);
+        if let Some(d) = &info.description {
+            put = put.description(d);
+        }
+        let out = put
+            .send()
+            .await
+            .map_err(|e| CallError::from_sdk("SSM PutParameter", e).into_error(key_id, None))?;
+        let written = out.version();
+        let version = KeyVersion::from(u64::try_from(written).unwrap_or(0));
+        tracing::info!(target: "kms::aws", key_id = %key_id, version = %version, "key rotated");
+        if written != info.version + 1 {
+            tracing::warn!(
+                target: "kms::aws",
+                key_id = %key_id,
+                expected = info.version + 1,
+                written,
+                "another writer rotated the key at the same time"
+            );
+            return Err(Error::Conflict {
+                key_id: key_id.to_string(),
+            });
+        }
+        Ok(DataKey::new(key_id.clone(), version, material))
+    }
+
+    async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
+        let history = self.history(key_id).await?;
+        let mut meta = KeyMetadata::new(key_id.clone(), PROVIDER);
+        let (Some(first), Some(last)) = (history.first(), history.last()) else {
+            return Err(Error::key_not_found(key_id, None::<&str>));
+        };
+        meta.created_at = first.modified;
+        if history.len() > 1 {
+            meta.last_rotated = last.modified;
+        }
+        meta.current_version = u64::try_from(last.version).ok().map(KeyVersion::from);
+        meta.version_count = u64::try_from(history.len()).ok();
+        meta.description = last.description.clone();
+        let kms_key = self.kms_key_id.clone().or_else(|| last.kms_key_id.clone());
+        if let Some(kms_key) = kms_key {
+            let out = self
+                .kms
+                .describe_key()
+                .key_id(&kms_key)
+                .send()
+                .await
+                .map_err(|e| CallError::from_sdk("KMS DescribeKey", e).into_error(key_id, None))?;
+            if let Some(k) = out.key_metadata() {
+                meta.enabled = k.enabled();
+                if let Some(usage) = k.key_usage() {
+                    meta.key_usage = usage.as_str().to_owned();
+                }
+                if meta.description.is_none() {
+                    meta.description = k.description().filter(|d| !d.is_empty()).map(str::to_owned);
+                }
+            }
+        }
+        Ok(meta)
+    }
+
+    async fn health(&self) -> HealthStatus {
+        let started = Instant::now();
+        let result = self.ssm.describe_parameters().max_results(1).send().await;
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match result {
+            Ok(_) => HealthStatus::healthy(PROVIDER, ms),
+            Err(e) => {
+                let e = CallError::from_sdk("SSM DescribeParameters", e);
+                let text = e.detail.clone();
+                let err = e.into_error(&KeyId::default(), None);
+                HealthStatus::unhealthy(PROVIDER, ms, format!("{err}: {text}"))
+            }
+        }
+    }
+}
