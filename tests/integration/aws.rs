@@ -371,6 +371,7 @@ async fn aws_outage_fails_fast_and_recovers() {
         &cached_ct,
         &unseen_ct,
         open_for,
+        scenarios::Outage::Hangs,
         aws.server.pause(),
         aws.server.unpause(),
     )

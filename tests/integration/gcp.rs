@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use google_cloud_secretmanager_v1::client::SecretManagerService;
 use google_cloud_secretmanager_v1::model::replication::Automatic;
 use google_cloud_secretmanager_v1::model::{Replication, Secret, SecretPayload};
-use kms::circuit::{CircuitState, ResilienceConfig};
+use kms::circuit::ResilienceConfig;
 use kms::gcp::GcpProvider;
 use kms::{Envelope, Error, KeyId, KeyMaterial, KeyProvider, KeyVersion, Kms, KmsBuilder};
 use kms_gcp_emulator::{Emulator, EmulatorHandle};
@@ -343,58 +343,16 @@ async fn gcp_outage_fails_fast_and_recovers() {
         "2"
     );
 
-    emu.stop().await;
-    let ct = kms.encrypt(b"during", b"").await.unwrap();
-    assert_eq!(kms.decrypt(&ct, b"").await.unwrap(), b"during");
-    assert_eq!(kms.decrypt(&cached_ct, b"").await.unwrap(), b"cached");
-
-    // Connections are refused: each call fails within 2 attempts x 300 ms + backoff.
     let second = kms.with_key_id(KeyId::new("second").unwrap());
-    for attempt in 0..3 {
-        let started = Instant::now();
-        let err = if attempt == 1 {
-            second.encrypt(b"x", b"").await.unwrap_err()
-        } else {
-            kms.decrypt(&unseen_ct, b"").await.unwrap_err()
-        };
-        assert_eq!(err.to_string(), "KMS service unavailable", "{err:?}");
-        assert!(err.is_temporary());
-        assert!(
-            started.elapsed() < Duration::from_millis(1500),
-            "{:?}",
-            started.elapsed()
-        );
-    }
-    assert_eq!(kms.circuit_state(), Some(CircuitState::Open));
-    let started = Instant::now();
-    let err = kms.decrypt(&unseen_ct, b"").await.unwrap_err();
-    assert_eq!(err.to_string(), "KMS service unavailable");
-    assert!(
-        started.elapsed() < Duration::from_millis(100),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(kms.decrypt(&cached_ct, b"").await.unwrap(), b"cached");
-    assert!(!kms.health().await.healthy);
-
-    let opened_at = Instant::now();
-    emu.restart().await.unwrap();
-    tokio::time::sleep(open_for.saturating_sub(opened_at.elapsed())).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match kms.decrypt(&unseen_ct, b"").await {
-            Ok(pt) => {
-                assert_eq!(pt, b"unseen");
-                break;
-            }
-            Err(e) if Instant::now() < deadline => {
-                assert_eq!(e.to_string(), "KMS service unavailable");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("the stack did not recover: {e:?}"),
-        }
-    }
-    assert_eq!(kms.circuit_state(), Some(CircuitState::Closed));
-    second.encrypt(b"x", b"").await.unwrap();
-    assert!(kms.health().await.healthy);
+    crate::scenarios::outage_fails_fast_and_recovers(
+        &kms,
+        &second,
+        &cached_ct,
+        &unseen_ct,
+        open_for,
+        crate::scenarios::Outage::Refuses,
+        emu.stop(),
+        async { emu.restart().await.unwrap() },
+    )
+    .await;
 }

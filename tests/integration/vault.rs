@@ -481,6 +481,7 @@ async fn vault_outage_fails_fast_and_recovers() {
         &cached_ct,
         &unseen_ct,
         open_for,
+        crate::scenarios::Outage::Hangs,
         bao.pause(),
         bao.unpause(),
     )
