@@ -247,6 +247,56 @@ impl CachingProvider {
             .await;
     }
 
+    /// The current key when the hot slot cannot answer: the moka cache, then
+    /// the provider (concurrent misses share one call).
+    async fn current_key_slow(&self, key_id: &KeyId) -> Result<DataKey> {
+        if self.config.ttl.is_zero() {
+            bump(&self.counters.misses);
+            return match self.load_current(key_id).await {
+                Ok(s) => Ok(s.key),
+                Err(e) => self.stale(key_id, e),
+            };
+        }
+        if let Some(s) = self.current.get(key_id).await {
+            bump(&self.counters.hits);
+            self.remember(&s);
+            return Ok(s.key);
+        }
+        bump(&self.counters.misses);
+        match self
+            .current
+            .try_get_with(key_id.clone(), self.load_current(key_id))
+            .await
+        {
+            Ok(s) => {
+                self.remember(&s);
+                Ok(s.key)
+            }
+            Err(e) => self.stale(key_id, (*e).clone()),
+        }
+    }
+
+    /// A version when the hot slot cannot answer: the moka cache, then the
+    /// provider (concurrent misses share one call).
+    async fn key_version_slow(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey> {
+        let cache_key = (key_id.clone(), version.clone());
+        if let Some(key) = self.versions.get(&cache_key).await {
+            bump(&self.counters.hits);
+            return Ok(key);
+        }
+        bump(&self.counters.misses);
+        self.versions
+            .try_get_with(cache_key, async {
+                bump(&self.counters.loads);
+                self.inner
+                    .key_version(key_id, version)
+                    .await
+                    .inspect_err(|_| bump(&self.counters.load_failures))
+            })
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
     /// Stale-if-error: the last known current key, if allowed and recent enough.
     fn stale(&self, key_id: &KeyId, err: Error) -> Result<DataKey> {
         let Some(grace) = self.config.stale_if_error else {
@@ -284,34 +334,15 @@ impl KeyProvider for CachingProvider {
         self.inner.name()
     }
 
+    // The hot-slot checks come first and the rest is a separately boxed
+    // future: async_trait boxes the whole method body, and with the moka
+    // lookups inline that box is several kilobytes, allocated and copied on
+    // every cache hit.
     async fn current_key(&self, key_id: &KeyId) -> Result<DataKey> {
         if let Some(key) = self.current_if_fresh(key_id) {
             return Ok(key);
         }
-        if self.config.ttl.is_zero() {
-            bump(&self.counters.misses);
-            return match self.load_current(key_id).await {
-                Ok(s) => Ok(s.key),
-                Err(e) => self.stale(key_id, e),
-            };
-        }
-        if let Some(s) = self.current.get(key_id).await {
-            bump(&self.counters.hits);
-            self.remember(&s);
-            return Ok(s.key);
-        }
-        bump(&self.counters.misses);
-        match self
-            .current
-            .try_get_with(key_id.clone(), self.load_current(key_id))
-            .await
-        {
-            Ok(s) => {
-                self.remember(&s);
-                Ok(s.key)
-            }
-            Err(e) => self.stale(key_id, (*e).clone()),
-        }
+        Box::pin(self.current_key_slow(key_id)).await
     }
 
     async fn key_version(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey> {
@@ -322,22 +353,7 @@ impl KeyProvider for CachingProvider {
             bump(&self.counters.hits);
             return Ok(hot.key.clone());
         }
-        let cache_key = (key_id.clone(), version.clone());
-        if let Some(key) = self.versions.get(&cache_key).await {
-            bump(&self.counters.hits);
-            return Ok(key);
-        }
-        bump(&self.counters.misses);
-        self.versions
-            .try_get_with(cache_key, async {
-                bump(&self.counters.loads);
-                self.inner
-                    .key_version(key_id, version)
-                    .await
-                    .inspect_err(|_| bump(&self.counters.load_failures))
-            })
-            .await
-            .map_err(|e| (*e).clone())
+        Box::pin(self.key_version_slow(key_id, version)).await
     }
 
     async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
