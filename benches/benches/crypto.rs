@@ -21,12 +21,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use aes_gcm::aead::AeadInOut;
-use aes_gcm::aead::array::Array;
-use aes_gcm::aead::consts::{U12, U16};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
 use kms::{DataKey, Envelope, IvLength, Kms};
+use kms_benches::{bare_decrypt, bare_encrypt};
 use kms_core::crypto;
 use rand::Rng;
 use tokio::runtime::Runtime;
@@ -39,8 +37,6 @@ const SIZES: [usize; 4] = [64, 1024, 16 * 1024, 1024 * 1024];
 
 /// The size at which the 16-byte-IV variant is measured.
 const IV16_SIZE: usize = 1024;
-
-const TAG_LEN: usize = 16;
 
 struct Fixture {
     rt: Runtime,
@@ -90,32 +86,6 @@ fn plaintext(size: usize) -> Vec<u8> {
     let mut pt = vec![0u8; size];
     rand::rng().fill_bytes(&mut pt);
     pt
-}
-
-/// Bare aes-gcm encryption: fresh IV, copy into a new buffer, encrypt, append the tag.
-fn bare_encrypt(cipher: &Aes256Gcm, plaintext: &[u8]) -> ([u8; 12], Vec<u8>) {
-    let mut iv = [0u8; 12];
-    rand::rng().fill_bytes(&mut iv);
-    let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
-    buf.extend_from_slice(plaintext);
-    let nonce: &Array<u8, U12> = iv.as_slice().try_into().unwrap();
-    let tag = cipher
-        .encrypt_inout_detached(nonce, b"", buf.as_mut_slice().into())
-        .unwrap();
-    buf.extend_from_slice(&tag);
-    (iv, buf)
-}
-
-/// Bare aes-gcm decryption of `ciphertext || tag`: copy into a new buffer, decrypt.
-fn bare_decrypt(cipher: &Aes256Gcm, iv: &[u8; 12], sealed: &[u8]) -> Vec<u8> {
-    let (ciphertext, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-    let nonce: &Array<u8, U12> = iv.as_slice().try_into().unwrap();
-    let tag: &Array<u8, U16> = tag.try_into().unwrap();
-    let mut buf = ciphertext.to_vec();
-    cipher
-        .decrypt_inout_detached(nonce, b"", buf.as_mut_slice().into(), tag)
-        .unwrap();
-    buf
 }
 
 fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {

@@ -49,13 +49,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aes_gcm::aead::AeadInOut;
-use aes_gcm::aead::array::Array;
-use aes_gcm::aead::consts::{U12, U16};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use async_trait::async_trait;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
 use kms::{DataKey, KeyId, KeyProvider, KeyVersion, Kms};
+use kms_benches::{bare_decrypt, bare_encrypt};
 use kms_cache::{CacheConfig, CachingProvider};
 use kms_circuit::{CircuitState, ResilienceConfig, ResilientProvider};
 use kms_testing::{Fault, FaultyProvider, MemoryProvider};
@@ -71,8 +69,6 @@ const HIT: &str = "hit";
 /// The parameter of every `circuit` benchmark.
 const CALL: &str = "call";
 
-const TAG_LEN: usize = 16;
-
 fn runtime() -> Runtime {
     // Timers on: the resilience layer times provider calls out.
     tokio::runtime::Builder::new_current_thread()
@@ -85,34 +81,6 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
     group
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-}
-
-/// Bare aes-gcm encryption: fresh IV, copy into a new buffer, encrypt, append
-/// the tag. The same as `bare_encrypt` in `crypto.rs`.
-fn bare_encrypt(cipher: &Aes256Gcm, plaintext: &[u8]) -> ([u8; 12], Vec<u8>) {
-    let mut iv = [0u8; 12];
-    rand::rng().fill_bytes(&mut iv);
-    let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
-    buf.extend_from_slice(plaintext);
-    let nonce: &Array<u8, U12> = iv.as_slice().try_into().unwrap();
-    let tag = cipher
-        .encrypt_inout_detached(nonce, b"", buf.as_mut_slice().into())
-        .unwrap();
-    buf.extend_from_slice(&tag);
-    (iv, buf)
-}
-
-/// Bare aes-gcm decryption of `ciphertext || tag`: copy into a new buffer,
-/// decrypt. The same as `bare_decrypt` in `crypto.rs`.
-fn bare_decrypt(cipher: &Aes256Gcm, iv: &[u8; 12], sealed: &[u8]) -> Vec<u8> {
-    let (ciphertext, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-    let nonce: &Array<u8, U12> = iv.as_slice().try_into().unwrap();
-    let tag: &Array<u8, U16> = tag.try_into().unwrap();
-    let mut buf = ciphertext.to_vec();
-    cipher
-        .decrypt_inout_detached(nonce, b"", buf.as_mut_slice().into(), tag)
-        .unwrap();
-    buf
 }
 
 /// `KeyProvider::current_key` alone, for the sketch below.

@@ -29,20 +29,16 @@ use std::future::Future;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use aes_gcm::aead::AeadInOut;
-use aes_gcm::aead::array::Array;
-use aes_gcm::aead::consts::{U12, U16};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use async_trait::async_trait;
 use kms::{DataKey, Envelope, IvLength, KeyId, KeyProvider, Kms};
+use kms_benches::{bare_decrypt, bare_encrypt};
 use kms_cache::{CacheConfig, CachingProvider};
 use kms_circuit::{CircuitState, ResilienceConfig, ResilientProvider};
 use kms_core::crypto;
 use kms_testing::{Fault, FaultyProvider, MemoryProvider};
 use rand::Rng;
 use tokio::runtime::Runtime;
-
-const TAG_LEN: usize = 16;
 
 /// Target duration of one batch.
 const BATCH: Duration = Duration::from_millis(1);
@@ -151,30 +147,6 @@ fn compare(title: &str, rounds: usize, cases: Vec<(&'static str, Timed<'_>)>) {
             case.name
         );
     }
-}
-
-fn bare_encrypt(cipher: &Aes256Gcm, plaintext: &[u8]) -> ([u8; 12], Vec<u8>) {
-    let mut iv = [0u8; 12];
-    rand::rng().fill_bytes(&mut iv);
-    let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
-    buf.extend_from_slice(plaintext);
-    let nonce: &Array<u8, U12> = iv.as_slice().try_into().unwrap();
-    let tag = cipher
-        .encrypt_inout_detached(nonce, b"", buf.as_mut_slice().into())
-        .unwrap();
-    buf.extend_from_slice(&tag);
-    (iv, buf)
-}
-
-fn bare_decrypt(cipher: &Aes256Gcm, iv: &[u8; 12], sealed: &[u8]) -> Vec<u8> {
-    let (ciphertext, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-    let nonce: &Array<u8, U12> = iv.as_slice().try_into().unwrap();
-    let tag: &Array<u8, U16> = tag.try_into().unwrap();
-    let mut buf = ciphertext.to_vec();
-    cipher
-        .decrypt_inout_detached(nonce, b"", buf.as_mut_slice().into(), tag)
-        .unwrap();
-    buf
 }
 
 #[async_trait]
