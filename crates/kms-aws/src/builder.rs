@@ -5,6 +5,7 @@ use std::fmt;
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ssm::config::Credentials;
+use kms_core::settings;
 use kms_core::{Error, Result};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -77,16 +78,8 @@ impl AwsProviderBuilder {
     /// None today; fallible like the other providers' builders so that
     /// parsing can be added without breaking callers.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let secret = |name: &str| {
-            lookup(name)
-                .filter(|v| !v.trim().is_empty())
-                .map(SecretString::from)
-        };
+        let get = |name: &str| settings::value(&lookup, name);
+        let secret = |name: &str| settings::secret_value(&lookup, name).map(SecretString::from);
         let mut b = AwsProviderBuilder {
             region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
             endpoint_url: get("AWS_ENDPOINT_URL"),

@@ -1,7 +1,6 @@
 //! [`AwsProvider`]: the `KeyProvider` over one SSM SecureString parameter per key id.
 
 use std::fmt;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
@@ -431,17 +430,17 @@ impl KeyProvider for AwsProvider {
     }
 
     async fn health(&self) -> HealthStatus {
-        let started = Instant::now();
-        let result = self.ssm.describe_parameters().max_results(1).send().await;
-        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        match result {
-            Ok(_) => HealthStatus::healthy(PROVIDER, ms),
-            Err(e) => {
-                let e = CallError::from_sdk("SSM DescribeParameters", e);
-                let text = e.detail.clone();
-                let err = e.into_error(&KeyId::default(), None);
-                HealthStatus::unhealthy(PROVIDER, ms, format!("{err}: {text}"))
+        HealthStatus::timed(PROVIDER, async {
+            match self.ssm.describe_parameters().max_results(1).send().await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let e = CallError::from_sdk("SSM DescribeParameters", e);
+                    let text = e.detail.clone();
+                    let err = e.into_error(&KeyId::default(), None);
+                    Err(format!("{err}: {text}"))
+                }
             }
-        }
+        })
+        .await
     }
 }

@@ -314,6 +314,21 @@ impl HealthStatus {
         }
     }
 
+    /// Runs a provider's health check and times it: healthy when `check`
+    /// succeeds, unhealthy with its message (which must hold no secret) otherwise.
+    pub async fn timed(
+        provider: &str,
+        check: impl std::future::Future<Output = std::result::Result<(), String>>,
+    ) -> Self {
+        let started = std::time::Instant::now();
+        let result = check.await;
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match result {
+            Ok(()) => HealthStatus::healthy(provider, ms),
+            Err(message) => HealthStatus::unhealthy(provider, ms, message),
+        }
+    }
+
     /// An unhealthy result, checked now.
     #[must_use]
     pub fn unhealthy(provider: &str, response_time_ms: u64, error: impl Into<String>) -> Self {

@@ -50,6 +50,19 @@ pub fn parse_duration(variable: &str, value: &str, bare: BareUnit) -> Result<Dur
         .ok_or_else(bad)
 }
 
+/// A setting's value through `lookup`, trimmed; `None` when unset or blank.
+pub fn value(lookup: impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    lookup(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// A secret setting's value through `lookup`, untouched (no copy is made);
+/// `None` when unset or blank. Wrap it in a secret type at once.
+pub fn secret_value(lookup: impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    lookup(name).filter(|v| !v.trim().is_empty())
+}
+
 /// Parses a boolean: `true`/`false`, `1`/`0`, `t`/`f`, `yes`/`no`, `on`/`off`
 /// (any case).
 ///

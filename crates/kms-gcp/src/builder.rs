@@ -5,6 +5,7 @@ use std::fmt;
 use google_cloud_auth::credentials::Credentials;
 use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_secretmanager_v1::client::SecretManagerService;
+use kms_core::settings;
 use kms_core::{Error, Result};
 
 use crate::provider::GcpProvider;
@@ -55,11 +56,7 @@ impl GcpProviderBuilder {
     /// [`Error::Config`] naming `KMS_GCP_ANONYMOUS` when it is not a boolean.
     /// Everything else is checked by [`build`](Self::build).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |name: &str| settings::value(&lookup, name);
         let mut b = GcpProviderBuilder {
             project: get("GOOGLE_CLOUD_PROJECT"),
             secret_prefix: get("KMS_GCP_SECRET_PREFIX"),

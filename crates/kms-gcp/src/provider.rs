@@ -1,7 +1,6 @@
 //! [`GcpProvider`]: the `KeyProvider` over one Secret Manager secret per key id.
 
 use std::fmt;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -382,13 +381,7 @@ impl KeyProvider for GcpProvider {
     }
 
     async fn health(&self) -> HealthStatus {
-        let started = Instant::now();
-        let result = self.check_health().await;
-        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        match result {
-            Ok(()) => HealthStatus::healthy(PROVIDER, ms),
-            Err(message) => HealthStatus::unhealthy(PROVIDER, ms, message),
-        }
+        HealthStatus::timed(PROVIDER, self.check_health()).await
     }
 }
 

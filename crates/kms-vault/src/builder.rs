@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kms_core::settings::{BareUnit, parse_bool, parse_duration};
+use kms_core::settings::{self, BareUnit, parse_bool, parse_duration};
 use kms_core::{Error, Result};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
@@ -88,18 +88,10 @@ impl VaultProviderBuilder {
     /// when their value cannot be parsed. Everything else is checked by
     /// [`build`](Self::build).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |name: &str| settings::value(&lookup, name);
         // Secrets are taken without copies; surrounding white space is
         // removed by `build` (it is not allowed in an HTTP header anyway).
-        let secret = |name: &str| {
-            lookup(name)
-                .filter(|v| !v.trim().is_empty())
-                .map(SecretString::from)
-        };
+        let secret = |name: &str| settings::secret_value(&lookup, name).map(SecretString::from);
         let mut b = VaultProviderBuilder {
             address: get("VAULT_ADDR"),
             token: secret("VAULT_TOKEN"),

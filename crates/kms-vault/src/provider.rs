@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -543,13 +542,7 @@ impl KeyProvider for VaultProvider {
     }
 
     async fn health(&self) -> HealthStatus {
-        let started = Instant::now();
-        let result = self.check_health().await;
-        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        match result {
-            Ok(()) => HealthStatus::healthy(PROVIDER, ms),
-            Err(message) => HealthStatus::unhealthy(PROVIDER, ms, message),
-        }
+        HealthStatus::timed(PROVIDER, self.check_health()).await
     }
 }
 
