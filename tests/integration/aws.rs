@@ -34,12 +34,12 @@ fn random_hex() -> String {
 
 /// LocalStack with the spec's set-up done: a KMS key and the parameter of
 /// key id `default`.
-struct Aws {
+pub(crate) struct Aws {
     server: LocalStackServer,
     kms: aws_sdk_kms::Client,
     ssm: aws_sdk_ssm::Client,
     /// The KMS key of the spec's step 1.
-    key_id: String,
+    pub(crate) key_id: String,
     /// The value of the parameter of `default`.
     key: String,
 }
@@ -54,7 +54,7 @@ async fn sdk_config(endpoint: &str) -> SdkConfig {
 }
 
 impl Aws {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let server = containers::localstack().await;
         let config = sdk_config(&server.endpoint).await;
         let kms = aws_sdk_kms::Client::new(&config);
@@ -89,7 +89,7 @@ impl Aws {
 
     /// The spec's step 3 as a variable lookup, plus LocalStack's endpoint
     /// and dummy credentials, plus `extra`.
-    fn env(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
+    pub(crate) fn env(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
         let mut vars: HashMap<String, String> = [
             ("KMS_PROVIDER", "aws"),
             ("KMS_KEY_ID", "default"),

@@ -27,7 +27,7 @@ fn secret_name(key_id: &str) -> String {
 }
 
 /// The official client, pointed at the emulator without credentials.
-async fn admin(emu: &EmulatorHandle) -> SecretManagerService {
+pub(crate) async fn admin(emu: &EmulatorHandle) -> SecretManagerService {
     SecretManagerService::builder()
         .with_endpoint(&emu.endpoint)
         .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
@@ -38,7 +38,7 @@ async fn admin(emu: &EmulatorHandle) -> SecretManagerService {
 
 /// `gcloud secrets create boosterbeacon-encryption-key-<id> --data-file=-`:
 /// a secret with automatic replication and a first version holding `payload`.
-async fn create_key(client: &SecretManagerService, key_id: &str, payload: &str) {
+pub(crate) async fn create_key(client: &SecretManagerService, key_id: &str, payload: &str) {
     client
         .create_secret()
         .set_parent(format!("projects/{PROJECT}"))
@@ -78,7 +78,7 @@ async fn emulator_with_default_key() -> (EmulatorHandle, SecretManagerService, S
 
 /// The spec's step 3 (`KMS_PROVIDER=gcp`, `KMS_KEY_ID=default`,
 /// `GOOGLE_CLOUD_PROJECT`) plus the emulator settings and `extra`.
-fn spec_env(emu: &EmulatorHandle, extra: &[(&str, &str)]) -> HashMap<String, String> {
+pub(crate) fn spec_env(emu: &EmulatorHandle, extra: &[(&str, &str)]) -> HashMap<String, String> {
     let mut vars: HashMap<String, String> = [
         ("KMS_PROVIDER", "gcp"),
         ("KMS_KEY_ID", "default"),

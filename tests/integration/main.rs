@@ -6,10 +6,13 @@
     clippy::indexing_slicing
 )]
 
+mod admin;
 mod aws;
 mod env;
 mod gcp;
 mod harness;
+mod lifecycle;
 mod memory;
+mod migrate;
 mod scenarios;
 mod vault;

@@ -63,7 +63,7 @@ async fn server_with_default_key() -> (OpenBaoServer, String) {
 
 /// The spec's step 3 as a variable lookup (`KMS_PROVIDER=vault`, `KMS_KEY_ID`,
 /// `VAULT_ADDR`, `VAULT_TOKEN`) plus `extra`.
-fn spec_env(bao: &OpenBaoServer, extra: &[(&str, &str)]) -> HashMap<String, String> {
+pub(crate) fn spec_env(bao: &OpenBaoServer, extra: &[(&str, &str)]) -> HashMap<String, String> {
     let mut vars: HashMap<String, String> = [
         ("KMS_PROVIDER", "vault"),
         ("KMS_KEY_ID", "default"),
@@ -79,7 +79,7 @@ fn spec_env(bao: &OpenBaoServer, extra: &[(&str, &str)]) -> HashMap<String, Stri
     vars
 }
 
-async fn kms_from(vars: &HashMap<String, String>) -> Kms {
+pub(crate) async fn kms_from(vars: &HashMap<String, String>) -> Kms {
     KmsBuilder::from_lookup(|n| vars.get(n).cloned())
         .unwrap()
         .build()
@@ -97,14 +97,16 @@ async fn provider(bao: &OpenBaoServer) -> VaultProvider {
 }
 
 /// The `kms` binary next to this test binary (`target/<profile>/kms`),
-/// built first if it is not there.
-fn kms_binary() -> PathBuf {
-    static BUILT: Mutex<()> = Mutex::new(());
+/// brought up to date by `cargo build -p kms-cli` once per test run (a
+/// binary left in a shared target directory may be older than the source).
+pub(crate) fn kms_binary() -> PathBuf {
+    static BUILT: Mutex<bool> = Mutex::new(false);
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
     let bin = dir.join(format!("kms{}", std::env::consts::EXE_SUFFIX));
-    let _one_build = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !bin.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !*built {
+        *built = true;
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut build = Command::new(cargo);
         build.args(["build", "--quiet", "-p", "kms-cli"]);

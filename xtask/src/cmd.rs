@@ -30,10 +30,16 @@ pub(crate) fn step(message: impl fmt::Display) {
     eprintln!("==> {message}");
 }
 
-/// The workspace root (the parent of this crate's directory).
+/// The workspace root (the parent of this crate's directory). `cargo run`
+/// (the `cargo xtask` alias) tells the running binary where its manifest
+/// is; the path compiled in is only a fallback, since a target directory
+/// shared by two checkouts may hold a binary built from the other one.
 pub(crate) fn workspace_root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir
+        .parent()
+        .map_or_else(|| manifest_dir.clone(), Path::to_path_buf)
 }
 
 /// A `cargo` command that runs in the workspace root, using the same cargo

@@ -49,6 +49,17 @@ struct ParameterInfo {
     description: Option<String>,
 }
 
+impl ParameterInfo {
+    /// A parameter that does not exist yet (version 0).
+    fn absent() -> Self {
+        ParameterInfo {
+            version: 0,
+            kms_key_id: None,
+            description: None,
+        }
+    }
+}
+
 impl AwsProvider {
     /// A builder with the documented defaults.
     #[must_use]
@@ -248,6 +259,78 @@ impl AwsProvider {
         Ok(entries)
     }
 
+    /// Writes a new parameter version over the one `info` describes (see
+    /// [`ParameterInfo::absent`] for a parameter that does not exist yet),
+    /// holding `material`, or 32 random bytes from KMS when `None`.
+    async fn put_new_version(
+        &self,
+        key_id: &KeyId,
+        info: ParameterInfo,
+        material: Option<KeyMaterial>,
+    ) -> Result<DataKey> {
+        let name = self.parameter_name(key_id);
+        let kms_key = match (&self.kms_key_id, info.kms_key_id) {
+            (Some(k), _) => Some(k.clone()),
+            (None, Some(k)) => Some(k),
+            // A new parameter: SSM's default key for SecureStrings (`alias/aws/ssm`).
+            (None, None) if info.version == 0 => None,
+            (None, None) => {
+                return Err(Error::Provider {
+                    provider: PROVIDER,
+                    message: format!("{name} has no KMS key id (is it a SecureString?)"),
+                });
+            }
+        };
+        if let Some(k) = &kms_key {
+            self.require_enabled(key_id, k).await?;
+        }
+        let (material, what) = match material {
+            Some(m) => (m, "key version imported"),
+            None => (self.random_key(key_id).await?, "key rotated"),
+        };
+        let hex = material.to_hex();
+        let mut put = self
+            .ssm
+            .put_parameter()
+            .name(&name)
+            .value(hex.as_str())
+            .r#type(ParameterType::SecureString)
+            // Creating: ParameterAlreadyExists if another writer created it first.
+            .overwrite(info.version > 0);
+        if let Some(k) = &kms_key {
+            put = put.key_id(k);
+        }
+        if let Some(d) = &info.description {
+            put = put.description(d);
+        }
+        let out = put.send().await.map_err(|e| {
+            let e = CallError::from_sdk("SSM PutParameter", e);
+            if e.is_code("ParameterAlreadyExists") {
+                Error::Conflict {
+                    key_id: key_id.to_string(),
+                }
+            } else {
+                e.into_error(key_id, None)
+            }
+        })?;
+        let written = out.version();
+        let version = KeyVersion::from(u64::try_from(written).unwrap_or(0));
+        tracing::info!(target: "kms::aws", key_id = %key_id, version = %version, "{what}");
+        if written != info.version + 1 {
+            tracing::warn!(
+                target: "kms::aws",
+                key_id = %key_id,
+                expected = info.version + 1,
+                written,
+                "another writer rotated the key at the same time"
+            );
+            return Err(Error::Conflict {
+                key_id: key_id.to_string(),
+            });
+        }
+        Ok(DataKey::new(key_id.clone(), version, material))
+    }
+
     /// KMS DescribeKey: refuses a disabled (or pending deletion) KMS key
     /// before a new version is written with it. AWS itself refuses such a
     /// PutParameter, emulators may not; either way the error is the same.
@@ -346,52 +429,88 @@ impl KeyProvider for AwsProvider {
     /// and `Error::Conflict` is returned (the new version exists and is
     /// current; retrying rotates again).
     async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
-        let name = self.parameter_name(key_id);
         let info = self.describe_parameter(key_id).await?;
-        let kms_key = match (&self.kms_key_id, info.kms_key_id) {
-            (Some(k), _) => k.clone(),
-            (None, Some(k)) => k,
-            (None, None) => {
-                return Err(Error::Provider {
-                    provider: PROVIDER,
-                    message: format!("{name} has no KMS key id (is it a SecureString?)"),
-                });
-            }
+        self.put_new_version(key_id, info, None).await
+    }
+
+    /// Writes `material` as a new parameter version, as `rotate` does
+    /// (same KMS key, same `Error::Conflict` on a race), creating the
+    /// parameter when it does not exist: under `KMS_AWS_KMS_KEY_ID` when
+    /// set, else SSM's default key for SecureStrings (`alias/aws/ssm`).
+    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+        let info = match self.describe_parameter(key_id).await {
+            Ok(info) => info,
+            Err(Error::KeyNotFound { .. }) => ParameterInfo::absent(),
+            Err(e) => return Err(e),
         };
-        self.require_enabled(key_id, &kms_key).await?;
-        let material = self.random_key(key_id).await?;
-        let hex = material.to_hex();
-        let mut put = self
+        self.put_new_version(key_id, info, Some(material)).await
+    }
+
+    /// SSM has no check-and-set, so the rotation from version N is claimed
+    /// first by creating the marker parameter `<parameter>.rotation/<N>`
+    /// with `Overwrite=false` (SSM creates a name at most once): only the
+    /// instance that created it rotates. It then checks that N is still
+    /// current, writes the new version and deletes the marker. A process
+    /// that dies between claiming and writing leaves the marker behind,
+    /// which blocks scheduled rotation from N until it is deleted (the
+    /// warning names it); `rotate` is not affected.
+    async fn rotate_if_current(
+        &self,
+        key_id: &KeyId,
+        expected: &KeyVersion,
+    ) -> Result<Option<DataKey>> {
+        let Some(n) = parse_version(expected) else {
+            return Ok(None);
+        };
+        if self.describe_parameter(key_id).await?.version != n {
+            return Ok(None);
+        }
+        let marker = format!("{}.rotation/{n}", self.parameter_name(key_id));
+        let claimed = self
             .ssm
             .put_parameter()
-            .name(&name)
-            .value(hex.as_str())
-            .r#type(ParameterType::SecureString)
-            .key_id(&kms_key)
-            .overwrite(true);
-        if let Some(d) = &info.description {
-            put = put.description(d);
-        }
-        let out = put
+            .name(&marker)
+            .value(Utc::now().to_rfc3339())
+            .r#type(ParameterType::String)
+            .description("kms: a rotation from this key version is in progress")
+            .overwrite(false)
             .send()
-            .await
-            .map_err(|e| CallError::from_sdk("SSM PutParameter", e).into_error(key_id, None))?;
-        let written = out.version();
-        let version = KeyVersion::from(u64::try_from(written).unwrap_or(0));
-        tracing::info!(target: "kms::aws", key_id = %key_id, version = %version, "key rotated");
-        if written != info.version + 1 {
+            .await;
+        match claimed {
+            Ok(_) => {}
+            Err(e) => {
+                let e = CallError::from_sdk("SSM PutParameter (rotation marker)", e);
+                if e.is_code("ParameterAlreadyExists") {
+                    tracing::info!(
+                        target: "kms::aws",
+                        key_id = %key_id,
+                        marker = %marker,
+                        "another writer is rotating the key from this version"
+                    );
+                    return Ok(None);
+                }
+                return Err(e.into_error(key_id, None));
+            }
+        }
+        // Claimed: still current? (The claim may come after another writer
+        // rotated from N and deleted its marker.)
+        let result = match self.describe_parameter(key_id).await {
+            Ok(info) if info.version == n => {
+                self.put_new_version(key_id, info, None).await.map(Some)
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = self.ssm.delete_parameter().name(&marker).send().await {
             tracing::warn!(
                 target: "kms::aws",
                 key_id = %key_id,
-                expected = info.version + 1,
-                written,
-                "another writer rotated the key at the same time"
+                marker = %marker,
+                error = %CallError::from_sdk("SSM DeleteParameter (rotation marker)", e).detail,
+                "could not delete the rotation marker: delete it by hand, or scheduled rotation from this version stays blocked"
             );
-            return Err(Error::Conflict {
-                key_id: key_id.to_string(),
-            });
         }
-        Ok(DataKey::new(key_id.clone(), version, material))
+        result
     }
 
     async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use kms_core::{
-    CacheStats, DataKey, Error, Fingerprint, HealthStatus, KeyId, KeyMetadata, KeyProvider,
-    KeyVersion, Result, VersionInfo,
+    CacheStats, DataKey, Error, Fingerprint, HealthStatus, KeyId, KeyMaterial, KeyMetadata,
+    KeyProvider, KeyVersion, Result, VersionInfo,
 };
 use moka::future::Cache;
 
@@ -297,6 +297,23 @@ impl CachingProvider {
             .map_err(|e| (*e).clone())
     }
 
+    /// Caches a version this instance just created as the current one.
+    async fn rotated(&self, key_id: &KeyId, key: &DataKey) {
+        let stamped = Stamped {
+            key: key.clone(),
+            loaded: Instant::now(),
+        };
+        self.store_version(key).await;
+        if !self.config.ttl.is_zero() {
+            self.current.insert(key_id.clone(), stamped.clone()).await;
+            self.remember(&stamped);
+        }
+        self.last_known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key_id.clone(), stamped);
+    }
+
     /// Stale-if-error: the last known current key, if allowed and recent enough.
     fn stale(&self, key_id: &KeyId, err: Error) -> Result<DataKey> {
         let Some(grace) = self.config.stale_if_error else {
@@ -362,19 +379,30 @@ impl KeyProvider for CachingProvider {
 
     async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
         let key = self.inner.rotate(key_id).await?;
-        let stamped = Stamped {
-            key: key.clone(),
-            loaded: Instant::now(),
-        };
-        self.store_version(&key).await;
-        if !self.config.ttl.is_zero() {
-            self.current.insert(key_id.clone(), stamped.clone()).await;
-            self.remember(&stamped);
+        self.rotated(key_id, &key).await;
+        Ok(key)
+    }
+
+    /// On success the new version becomes the cached current one, as after
+    /// `rotate`; when another writer rotated first, the cached current
+    /// version is forgotten so the next encryption fetches the new one.
+    async fn rotate_if_current(
+        &self,
+        key_id: &KeyId,
+        expected: &KeyVersion,
+    ) -> Result<Option<DataKey>> {
+        let rotated = self.inner.rotate_if_current(key_id, expected).await?;
+        match &rotated {
+            Some(key) => self.rotated(key_id, key).await,
+            None => self.invalidate_current(key_id).await,
         }
-        self.last_known
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key_id.clone(), stamped);
+        Ok(rotated)
+    }
+
+    /// The imported version becomes the cached current one, as after `rotate`.
+    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+        let key = self.inner.import(key_id, material).await?;
+        self.rotated(key_id, &key).await;
         Ok(key)
     }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use kms_core::{
-    Cause, DataKey, Error, HealthStatus, KeyId, KeyMetadata, KeyProvider, KeyVersion, Result,
-    VersionInfo,
+    Cause, DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
+    Result, VersionInfo,
 };
 
 use crate::breaker::{Breaker, CircuitState, Rejection};
@@ -47,7 +47,7 @@ const CIRCUIT_OPEN_HEALTH: &str = "circuit breaker open after repeated failures"
 /// so a paused tokio clock in tests does not move it; timeouts and backoff
 /// waits use tokio's clock.
 ///
-/// **`rotate` is never retried.** Creating a key version is not idempotent:
+/// **`rotate` and `rotate_if_current` are never retried.** Creating a key version is not idempotent:
 /// an attempt that timed out or lost its connection may still have created
 /// the version, and a retry would then create a second one. It still gets the
 /// timeout and the breaker; a caller that sees a temporary error can list
@@ -230,6 +230,40 @@ impl KeyProvider for ResilientProvider {
     async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
         self.guarded("rotate", 0, || self.inner.rotate(key_id))
             .await
+    }
+
+    /// Timeout and breaker, no retries, as `rotate`.
+    async fn rotate_if_current(
+        &self,
+        key_id: &KeyId,
+        expected: &KeyVersion,
+    ) -> Result<Option<DataKey>> {
+        self.guarded("rotate_if_current", 0, || {
+            self.inner.rotate_if_current(key_id, expected)
+        })
+        .await
+    }
+
+    /// Timeout and breaker, no retries, as `rotate` (each call stores a version).
+    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+        // With no retries the call runs once: the material moves into it.
+        let material = std::sync::Mutex::new(Some(material));
+        self.guarded("import", 0, || {
+            let material = material
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            async move {
+                match material {
+                    Some(material) => self.inner.import(key_id, material).await,
+                    None => Err(Error::Provider {
+                        provider: self.inner.name(),
+                        message: "an import was attempted twice".into(),
+                    }),
+                }
+            }
+        })
+        .await
     }
 
     async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {

@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 use kms::{Error, KeyMaterial, Kms};
 use serde::Serialize;
 
+mod dev;
+mod migrate;
+mod rewrap;
+mod serve;
+
 /// Envelope encryption under keys from a key management service.
 ///
 /// Configured by environment variables: KMS_PROVIDER (env|aws|gcp|vault),
@@ -18,6 +23,14 @@ use serde::Serialize;
 #[derive(Debug, Parser)]
 #[command(name = "kms", version, about, long_about)]
 struct Cli {
+    /// Development mode: the env provider with a key kept in a local file
+    /// (`.kms-dev/key`, mode 0600, created on first use), so data encrypted
+    /// in one run decrypts in the next. No cloud account needed.
+    #[arg(long, global = true)]
+    dev: bool,
+    /// Directory of the development key (with --dev).
+    #[arg(long, global = true, value_name = "DIR", default_value = dev::DEFAULT_DIR)]
+    dev_dir: std::path::PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,6 +57,18 @@ enum Command {
     Metadata,
     /// Create a new version of the configured key and print it.
     Rotate,
+    /// Re-encrypt text-form ciphertexts (one per line) under the current key
+    /// version, keeping the order and the AAD. A line that fails is written
+    /// back unchanged and listed (line number, error) on stderr; exit code 1
+    /// if any line failed. Progress bar and throughput on stderr.
+    Rewrap(rewrap::RewrapArgs),
+    /// Serve the admin HTTP API (health, metadata, rotation, configuration)
+    /// and Prometheus /metrics. Needs KMS_ADMIN_TOKEN (or KMS_ADMIN_JWT_*),
+    /// except with --dev, which generates a token and prints it once.
+    Serve(serve::ServeArgs),
+    /// Copy every version of a key from one provider to another (dry run
+    /// unless --apply). Source and target: a variable prefix or a .env file.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// The spec's response envelope: `{"success":true,"data":...}`.
@@ -90,16 +115,32 @@ fn io_error(stream: &str, e: &std::io::Error) -> Error {
     }
 }
 
+/// Logs to stderr, filtered by LOG_LEVEL/KMS_DEBUG; JSON lines when
+/// KMS_LOG_FORMAT=json (audit events then carry every field as JSON).
 fn init_logging() -> Result<(), Error> {
     let directive = kms::logging::filter_directive(|n| std::env::var(n).ok())?;
     let filter = tracing_subscriber::EnvFilter::try_new(directive)
         .map_err(|e| Error::config("LOG_LEVEL", e.to_string()))?;
-    tracing_subscriber::fmt()
+    let json = match std::env::var("KMS_LOG_FORMAT")
+        .ok()
+        .as_deref()
+        .map(str::trim)
+    {
+        None | Some("" | "text") => false,
+        Some("json") => true,
+        Some(_) => return Err(Error::config("KMS_LOG_FORMAT", "must be text or json")),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init()
-        .map_err(|e| Error::config("LOG_LEVEL", e.to_string()))
+        .with_writer(std::io::stderr);
+    let result = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
+    result.map_err(|e| Error::config("LOG_LEVEL", e.to_string()))
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
@@ -110,9 +151,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         write_stdout(line.as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     }
-    let kms = Kms::from_env().await?;
+    let dev = cli
+        .dev
+        .then(|| dev::DevKey::load_or_create(&cli.dev_dir))
+        .transpose()?;
+    if let Command::Migrate(args) = cli.command {
+        return migrate::run(args).await;
+    }
+    if let Command::Serve(args) = cli.command {
+        return serve::run(args, dev).await;
+    }
+    let kms = match &dev {
+        Some(dev) => dev.builder()?.build().await?,
+        None => Kms::from_env().await?,
+    };
     match cli.command {
-        Command::GenerateKey => {}
+        Command::GenerateKey | Command::Serve(_) | Command::Migrate(_) => {}
         Command::Encrypt { aad } => {
             let plaintext = read_stdin()?;
             let text = kms.encrypt_text(&plaintext, aad.as_bytes()).await?;
@@ -134,6 +188,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
         }
         Command::Metadata => print_json(None, kms.metadata().await?)?,
+        Command::Rewrap(args) => return rewrap::run(&kms, args).await,
         Command::Rotate => {
             let version = kms.rotate().await?;
             print_json(
@@ -145,7 +200,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(err: &Error) {
+/// Prints an error and its causes on stderr.
+pub(crate) fn report(err: &dyn std::error::Error) {
     let mut text = format!("Error: {err}");
     let mut source = std::error::Error::source(err);
     while let Some(s) = source {

@@ -114,6 +114,22 @@ pub enum Error {
         key_id: String,
     },
 
+    /// The ciphertext was written under a key version older than the key's
+    /// minimum decryption version (`KMS_MIN_DECRYPTION_VERSION`): that
+    /// version is retired. Rewrap the data (`kms rewrap`) under the current
+    /// version. Permanent.
+    #[error(
+        "key version {version} of key {key_id} is retired (minimum decryption version is {minimum}): rewrap the data"
+    )]
+    KeyVersionRetired {
+        /// The key id.
+        key_id: String,
+        /// The version that wrote the ciphertext.
+        version: String,
+        /// The configured minimum decryption version.
+        minimum: String,
+    },
+
     /// The provider answered something this library does not understand.
     /// Permanent.
     #[error("unexpected response from the {provider} provider: {message}")]
@@ -159,6 +175,7 @@ impl Error {
             Error::Config { .. } => "INVALID_CONFIG",
             Error::Unsupported { .. } => "UNSUPPORTED",
             Error::Conflict { .. } => "CONFLICT",
+            Error::KeyVersionRetired { .. } => "KEY_VERSION_RETIRED",
             Error::Provider { .. } => "PROVIDER_ERROR",
         }
     }
@@ -258,9 +275,28 @@ mod tests {
             Error::Decryption,
             Error::malformed("x"),
             Error::config("KMS_TIMEOUT", "not a number"),
+            Error::KeyVersionRetired {
+                key_id: "default".into(),
+                version: "3".into(),
+                minimum: "5".into(),
+            },
         ] {
             assert!(e.is_permanent(), "{e:?}");
         }
+    }
+
+    #[test]
+    fn retired_version_says_what_to_do() {
+        let e = Error::KeyVersionRetired {
+            key_id: "default".into(),
+            version: "3".into(),
+            minimum: "5".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "key version 3 of key default is retired (minimum decryption version is 5): rewrap the data"
+        );
+        assert_eq!(e.code(), "KEY_VERSION_RETIRED");
     }
 
     #[test]

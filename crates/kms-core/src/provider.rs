@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::format::Envelope;
-use crate::key::{DataKey, KeyId, KeyVersion};
+use crate::key::{DataKey, KeyId, KeyMaterial, KeyVersion};
 
 /// A source of data keys: env variables, AWS SSM, Google Secret Manager,
 /// HashiCorp Vault, or a wrapper around another provider (cache, retries,
@@ -49,6 +49,49 @@ pub trait KeyProvider: Send + Sync + Debug + 'static {
         })
     }
 
+    /// Rotates only if `expected` is still the current version of the key:
+    /// a check-and-set rotation, so that many instances sharing a key (each
+    /// running scheduled rotation) make one new version, not one each.
+    ///
+    /// `Ok(Some(key))`: this call created the new current version.
+    /// `Ok(None)`: the current version is no longer `expected` (another
+    /// writer rotated first); nothing was written.
+    ///
+    /// The default reads the current version and calls
+    /// [`rotate`](Self::rotate) when it is `expected`. That is **racy**: two
+    /// callers may both see `expected` and both rotate. Providers with a
+    /// check-and-set (Vault KV `cas`) or an equivalent (a create-once marker,
+    /// an etag) override it; wrappers forward it.
+    async fn rotate_if_current(
+        &self,
+        key_id: &KeyId,
+        expected: &KeyVersion,
+    ) -> Result<Option<DataKey>> {
+        let current = self.current_key(key_id).await?;
+        if current.version() != expected {
+            return Ok(None);
+        }
+        self.rotate(key_id).await.map(Some)
+    }
+
+    /// Stores `material` as a new current version of a key, creating the key
+    /// if it does not exist; returns the stored version. Older versions stay
+    /// readable. This is how `kms migrate` copies a key's versions from one
+    /// provider to another (oldest first, so the newest copied is current).
+    ///
+    /// Not idempotent (each call makes a version) and never retried by the
+    /// resilience layer, like [`rotate`](Self::rotate).
+    ///
+    /// The default refuses with [`Error::Unsupported`] (for example the env
+    /// provider, whose keys live in variables it cannot write).
+    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+        let _ = (key_id, material);
+        Err(Error::Unsupported {
+            provider: self.name(),
+            message: "this provider cannot store key versions".into(),
+        })
+    }
+
     /// What the provider knows about a key (the spec's metadata response).
     async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata>;
 
@@ -74,6 +117,16 @@ impl<P: KeyProvider + ?Sized> KeyProvider for Arc<P> {
     async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
         (**self).rotate(key_id).await
     }
+    async fn rotate_if_current(
+        &self,
+        key_id: &KeyId,
+        expected: &KeyVersion,
+    ) -> Result<Option<DataKey>> {
+        (**self).rotate_if_current(key_id, expected).await
+    }
+    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+        (**self).import(key_id, material).await
+    }
     async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
         (**self).metadata(key_id).await
     }
@@ -98,6 +151,16 @@ impl<P: KeyProvider + ?Sized> KeyProvider for Box<P> {
     }
     async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
         (**self).rotate(key_id).await
+    }
+    async fn rotate_if_current(
+        &self,
+        key_id: &KeyId,
+        expected: &KeyVersion,
+    ) -> Result<Option<DataKey>> {
+        (**self).rotate_if_current(key_id, expected).await
+    }
+    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+        (**self).import(key_id, material).await
     }
     async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
         (**self).metadata(key_id).await

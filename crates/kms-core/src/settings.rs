@@ -16,8 +16,8 @@ pub enum BareUnit {
     Seconds,
 }
 
-/// Parses a whole number with an optional unit `ms`, `s`, `m` or `h`; a bare
-/// number is in `bare` units.
+/// Parses a whole number with an optional unit `ms`, `s`, `m`, `h` or `d`
+/// (days of 24 hours); a bare number is in `bare` units.
 ///
 /// # Errors
 /// [`Error::Config`] naming `variable`.
@@ -33,7 +33,7 @@ pub fn parse_duration(variable: &str, value: &str, bare: BareUnit) -> Result<Dur
         Error::config(
             variable,
             format!(
-                "must be a whole number of {bare}, or a number with one of the units ms, s, m, h"
+                "must be a whole number of {bare}, or a number with one of the units ms, s, m, h, d"
             ),
         )
     };
@@ -43,6 +43,7 @@ pub fn parse_duration(variable: &str, value: &str, bare: BareUnit) -> Result<Dur
         ("s", _) | ("", BareUnit::Seconds) => 1_000,
         ("m", _) => 60_000,
         ("h", _) => 3_600_000,
+        ("d", _) => 86_400_000,
         _ => return Err(bad()),
     };
     n.checked_mul(ms_per_unit)
@@ -92,7 +93,8 @@ mod tests {
         assert_eq!(ms("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(ms("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(ms("2h").unwrap(), Duration::from_secs(7200));
-        for bad in ["", "1.5s", "-5", "5 minutes", "99999999999999999999", "10d"] {
+        assert_eq!(ms("30d").unwrap(), Duration::from_secs(30 * 86_400));
+        for bad in ["", "1.5s", "-5", "5 minutes", "99999999999999999999", "10w"] {
             let e = ms(bad).unwrap_err().to_string();
             assert!(e.contains('X'), "{e}");
         }

@@ -190,6 +190,8 @@ struct Secret {
     labels: Map<String, Value>,
     annotations: Map<String, Value>,
     versions: Vec<Version>,
+    /// Bumped by every update, so that the etag changes.
+    generation: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,6 +384,7 @@ fn route(state: &Shared, req: &Request<'_>, body: &[u8]) -> ApiResult {
                     .map(|_| json!({}))
                     .ok_or_else(|| not_found(format!("Secret [{name}] not found."))),
                 (Method::POST, Some("addVersion")) => add_version(&mut store, &name, req, body),
+                (Method::PATCH, None) => update_secret(&mut store, &name, req, body),
                 _ => Err(method_not_allowed()),
             }
         }
@@ -422,6 +425,15 @@ fn find<'s>(store: &'s BTreeMap<String, Secret>, name: &str) -> Result<&'s Secre
         .ok_or_else(|| not_found(format!("Secret [{name}] not found.")))
 }
 
+fn find_mut<'s>(
+    store: &'s mut BTreeMap<String, Secret>,
+    name: &str,
+) -> Result<&'s mut Secret, ApiError> {
+    store
+        .get_mut(name)
+        .ok_or_else(|| not_found(format!("Secret [{name}] not found.")))
+}
+
 fn valid_secret_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 255
@@ -439,7 +451,7 @@ fn secret_json(name: &str, s: &Secret) -> Value {
         "name": name,
         "replication": s.replication,
         "createTime": time(s.create_time),
-        "etag": format!("\"{}\"", s.create_time.timestamp_micros()),
+        "etag": secret_etag(s),
     });
     if let Some(obj) = v.as_object_mut() {
         if !s.labels.is_empty() {
@@ -524,10 +536,56 @@ fn create_secret(
         labels: string_map(body.get("labels"), "labels")?,
         annotations: string_map(body.get("annotations"), "annotations")?,
         versions: Vec::new(),
+        generation: 0,
     };
     let out = secret_json(&name, &secret);
     store.insert(name, secret);
     Ok(out)
+}
+
+fn secret_etag(s: &Secret) -> String {
+    format!("\"{}-{}\"", s.create_time.timestamp_micros(), s.generation)
+}
+
+/// `PATCH .../secrets/<s>?updateMask=labels,annotations`: replaces the
+/// fields named in the mask. A non-empty `etag` in the body must match the
+/// secret's (optimistic concurrency), else `FAILED_PRECONDITION`, as Secret
+/// Manager does.
+fn update_secret(
+    store: &mut BTreeMap<String, Secret>,
+    name: &str,
+    req: &Request<'_>,
+    body: &[u8],
+) -> ApiResult {
+    let body = parse_body(body)?;
+    let secret = find_mut(store, name)?;
+    if let Some(etag) = body.get("etag").and_then(Value::as_str)
+        && !etag.is_empty()
+        && etag != secret_etag(secret)
+    {
+        return Err(precondition(format!(
+            "The etag provided in the request does not match the etag of Secret [{name}]."
+        )));
+    }
+    let mask = req.query.get("updateMask").map_or("", String::as_str);
+    if mask.is_empty() {
+        return Err(invalid("update_mask must be specified."));
+    }
+    for path in mask.split(',') {
+        match path.trim() {
+            "labels" => secret.labels = string_map(body.get("labels"), "labels")?,
+            "annotations" => {
+                secret.annotations = string_map(body.get("annotations"), "annotations")?;
+            }
+            other => {
+                return Err(invalid(format!(
+                    "The emulator cannot update the field {other:?}."
+                )));
+            }
+        }
+    }
+    secret.generation += 1;
+    Ok(secret_json(name, secret))
 }
 
 fn list_secrets(store: &BTreeMap<String, Secret>, project: &str, req: &Request<'_>) -> ApiResult {
@@ -579,9 +637,7 @@ fn add_version(
     body: &[u8],
 ) -> ApiResult {
     let body = parse_body(body)?;
-    let secret = store
-        .get_mut(name)
-        .ok_or_else(|| not_found(format!("Secret [{name}] not found.")))?;
+    let secret = find_mut(store, name)?;
     let payload = body.get("payload").cloned().unwrap_or(Value::Null);
     let data = match payload.get("data") {
         None | Some(Value::Null) => Vec::new(),

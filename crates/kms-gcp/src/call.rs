@@ -23,6 +23,8 @@ pub(crate) enum Kind {
     NotFound,
     /// `FAILED_PRECONDITION`: the version is disabled or destroyed.
     NotEnabled,
+    /// `ALREADY_EXISTS`: a secret being created exists (another writer created it).
+    Exists,
     /// Unreachable, timed out, `UNAVAILABLE`, `DEADLINE_EXCEEDED`,
     /// `RESOURCE_EXHAUSTED`, `INTERNAL`, `ABORTED`, `UNKNOWN`, HTTP 5xx/429.
     Unavailable,
@@ -121,6 +123,9 @@ impl CallError {
         match self.kind {
             Kind::Denied => Error::access_denied(PROVIDER, self),
             Kind::NotFound | Kind::NotEnabled => Error::key_not_found(key_id, version),
+            Kind::Exists => Error::Conflict {
+                key_id: key_id.to_string(),
+            },
             Kind::Unavailable => Error::unavailable(PROVIDER, self),
             Kind::Unexpected => Error::Provider {
                 provider: PROVIDER,
@@ -136,6 +141,7 @@ fn kind_of(code: Code) -> Kind {
         Code::PermissionDenied | Code::Unauthenticated => Kind::Denied,
         Code::NotFound => Kind::NotFound,
         Code::FailedPrecondition => Kind::NotEnabled,
+        Code::AlreadyExists => Kind::Exists,
         Code::Unavailable
         | Code::DeadlineExceeded
         | Code::ResourceExhausted

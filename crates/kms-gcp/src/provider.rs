@@ -3,11 +3,12 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use google_cloud_secretmanager_v1::client::SecretManagerService;
+use google_cloud_secretmanager_v1::model::replication::Automatic;
 use google_cloud_secretmanager_v1::model::secret_version::State;
 use google_cloud_secretmanager_v1::model::{
-    AccessSecretVersionResponse, SecretPayload, SecretVersion,
+    AccessSecretVersionResponse, Replication, Secret, SecretPayload, SecretVersion,
 };
 use kms_core::{
     DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion, Result,
@@ -41,6 +42,20 @@ struct Listed {
     number: u64,
     enabled: bool,
     created_at: Option<DateTime<Utc>>,
+}
+
+impl Listed {
+    /// The data key of a version this provider just added with `material`;
+    /// logs `done` with the key id and version.
+    fn into_key(self, key_id: &KeyId, material: KeyMaterial, done: &str) -> DataKey {
+        tracing::info!(target: "kms::gcp", key_id = %key_id, version = self.number, "{done}");
+        DataKey::with_created_at(
+            key_id.clone(),
+            KeyVersion::from(self.number),
+            material,
+            self.created_at.or_else(|| Some(Utc::now())),
+        )
+    }
 }
 
 impl GcpProvider {
@@ -156,6 +171,60 @@ impl GcpProvider {
         ))
     }
 
+    /// Adds a version holding `material` (hex, with its CRC32C) to a key's
+    /// secret. Secret Manager numbers versions itself: concurrent writers
+    /// each get their own version and none is lost.
+    async fn add_version(
+        &self,
+        key_id: &KeyId,
+        material: &KeyMaterial,
+    ) -> Result<Listed, CallError> {
+        let hex = material.to_hex();
+        let data = Zeroizing::new(hex.as_bytes().to_vec());
+        let crc = i64::from(crc32c::crc32c(&data));
+        let parent = self.secret_name(key_id);
+        let what = format!("add a version to {parent}");
+        let version = self
+            .client
+            .add_secret_version()
+            .set_parent(&parent)
+            .set_payload(
+                SecretPayload::new()
+                    .set_data(data.to_vec())
+                    .set_data_crc32c(crc),
+            )
+            .send()
+            .await
+            .map_err(|e| CallError::from_client(what.clone(), e))?;
+        listed(&version).ok_or_else(|| {
+            CallError::new(
+                Kind::Unexpected,
+                what,
+                format!(
+                    "the new version has no version number (name: {:?})",
+                    version.name
+                ),
+            )
+        })
+    }
+
+    /// Creates a key's secret, with no version, automatic replication.
+    async fn create_secret(&self, key_id: &KeyId) -> Result<(), CallError> {
+        let parent = format!("projects/{}", self.project);
+        let secret_id = format!("{}{}", self.secret_prefix, key_id);
+        self.client
+            .create_secret()
+            .set_parent(&parent)
+            .set_secret_id(&secret_id)
+            .set_secret(
+                Secret::new().set_replication(Replication::new().set_automatic(Automatic::new())),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| CallError::from_client(format!("create {parent}/secrets/{secret_id}"), e))
+    }
+
     /// The newest enabled version, used when `latest` is disabled or destroyed.
     async fn newest_enabled(&self, key_id: &KeyId) -> Result<DataKey> {
         let versions = self
@@ -199,6 +268,23 @@ impl GcpProvider {
                 }
             })
     }
+}
+
+/// The secret annotation that claims a rotation: `<version> <RFC 3339 time>`.
+const ROTATION_CLAIM: &str = "kms-rotating-from";
+
+/// How long a rotation claim holds before another writer may take it over.
+const CLAIM_MINUTES: i64 = 10;
+
+/// When version `n`'s rotation was claimed, from an annotation value.
+fn claim_time(value: &str, n: u64) -> Option<DateTime<Utc>> {
+    let (version, time) = value.split_once(' ')?;
+    if version.parse::<u64>().ok()? != n {
+        return None;
+    }
+    DateTime::parse_from_rfc3339(time)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The error and its causes on one line.
@@ -299,46 +385,107 @@ impl KeyProvider for GcpProvider {
 
     async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
         let material = KeyMaterial::generate();
-        let hex = material.to_hex();
-        let data = Zeroizing::new(hex.as_bytes().to_vec());
-        let crc = i64::from(crc32c::crc32c(&data));
-        let parent = self.secret_name(key_id);
-        // Secret Manager numbers versions itself: concurrent rotations each
-        // get their own version and none is lost.
-        let version = self
+        let listed = self
+            .add_version(key_id, &material)
+            .await
+            .map_err(|e| e.into_error(key_id, None))?;
+        Ok(listed.into_key(key_id, material, "rotated encryption key"))
+    }
+
+    /// Secret Manager has no check-and-set on `addVersion`, so the rotation
+    /// from version N is claimed first on the secret itself: an UpdateSecret
+    /// of the annotation `kms-rotating-from` = `N <time>` carrying the etag
+    /// read before the version list. Only one writer's update matches the
+    /// etag (the others get `FAILED_PRECONDITION`); a writer that sees a
+    /// claim for N younger than 10 minutes backs off. Only the winner adds
+    /// a version. A claim older than that (its writer died) may be taken
+    /// over, again through the etag.
+    async fn rotate_if_current(
+        &self,
+        key_id: &KeyId,
+        expected: &KeyVersion,
+    ) -> Result<Option<DataKey>> {
+        let Some(n) = secret_version(expected) else {
+            return Ok(None);
+        };
+        let name = self.secret_name(key_id);
+        // The etag first, then the versions: a claim made after this read
+        // makes the update below fail.
+        let secret = self
             .client
-            .add_secret_version()
-            .set_parent(&parent)
-            .set_payload(
-                SecretPayload::new()
-                    .set_data(data.to_vec())
-                    .set_data_crc32c(crc),
-            )
+            .get_secret()
+            .set_name(&name)
             .send()
             .await
             .map_err(|e| {
-                CallError::from_client(format!("add a version to {parent}"), e)
-                    .into_error(key_id, None)
+                CallError::from_client(format!("get {name}"), e).into_error(key_id, None)
             })?;
-        let listed = listed(&version).ok_or_else(|| Error::Provider {
-            provider: PROVIDER,
-            message: format!(
-                "the new version has no version number (name: {:?})",
-                version.name
+        let versions = self
+            .list(key_id)
+            .await
+            .map_err(|e| e.into_error(key_id, None))?;
+        if versions.iter().rev().find(|v| v.enabled).map(|v| v.number) != Some(n) {
+            return Ok(None);
+        }
+        if let Some(claimed) = secret
+            .annotations
+            .get(ROTATION_CLAIM)
+            .and_then(|c| claim_time(c, n))
+            && Utc::now() - claimed < chrono::Duration::minutes(CLAIM_MINUTES)
+        {
+            return Ok(None);
+        }
+        let mut annotations = secret.annotations.clone();
+        annotations.insert(
+            ROTATION_CLAIM.to_owned(),
+            format!(
+                "{n} {}",
+                Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
             ),
-        })?;
-        tracing::info!(
-            target: "kms::gcp",
-            key_id = %key_id,
-            version = listed.number,
-            "rotated encryption key"
         );
-        Ok(DataKey::with_created_at(
-            key_id.clone(),
-            KeyVersion::from(listed.number),
-            material,
-            listed.created_at.or_else(|| Some(Utc::now())),
-        ))
+        let claim = self
+            .client
+            .update_secret()
+            .set_secret(
+                Secret::new()
+                    .set_name(&name)
+                    .set_etag(secret.etag.clone())
+                    .set_annotations(annotations),
+            )
+            .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["annotations"]))
+            .send()
+            .await;
+        if let Err(e) = claim {
+            let e = CallError::from_client(format!("claim the rotation of {name}"), e);
+            // FAILED_PRECONDITION: the etag changed, another writer claimed first.
+            if e.kind == Kind::NotEnabled {
+                tracing::info!(
+                    target: "kms::gcp",
+                    key_id = %key_id,
+                    expected_version = n,
+                    "another writer claimed the rotation from this version first"
+                );
+                return Ok(None);
+            }
+            return Err(e.into_error(key_id, None));
+        }
+        self.rotate(key_id).await.map(Some)
+    }
+
+    /// Adds a version holding `material`, as `rotate` does; when the secret
+    /// does not exist it is created first (automatic replication).
+    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+        let listed = match self.add_version(key_id, &material).await {
+            Err(e) if e.kind == Kind::NotFound => match self.create_secret(key_id).await {
+                // Created here, or by another writer just now.
+                Ok(()) => self.add_version(key_id, &material).await,
+                Err(e) if e.kind == Kind::Exists => self.add_version(key_id, &material).await,
+                Err(e) => Err(e),
+            },
+            added => added,
+        }
+        .map_err(|e| e.into_error(key_id, None))?;
+        Ok(listed.into_key(key_id, material, "imported a key version"))
     }
 
     async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
@@ -388,6 +535,15 @@ impl KeyProvider for GcpProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotation_claims() {
+        assert!(claim_time("3 2026-01-01T00:00:00Z", 3).is_some());
+        assert!(claim_time("3 2026-01-01T00:00:00Z", 4).is_none());
+        assert!(claim_time("3", 3).is_none());
+        assert!(claim_time("x 2026-01-01T00:00:00Z", 3).is_none());
+        assert!(claim_time("3 yesterday", 3).is_none());
+    }
 
     #[test]
     fn version_numbers() {

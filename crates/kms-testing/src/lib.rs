@@ -15,6 +15,9 @@ use kms_core::{
     Result, VersionInfo,
 };
 
+#[cfg(feature = "capture")]
+pub mod capture;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -107,6 +110,34 @@ impl KeyProvider for MemoryProvider {
     async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
         self.versions_of(key_id)?;
         Ok(self.add_version(key_id, KeyMaterial::generate()))
+    }
+
+    /// Atomic: the check and the new version happen under one lock.
+    async fn rotate_if_current(
+        &self,
+        key_id: &KeyId,
+        expected: &KeyVersion,
+    ) -> Result<Option<DataKey>> {
+        let mut keys = lock(&self.keys);
+        let versions = keys
+            .get_mut(key_id)
+            .ok_or_else(|| Error::key_not_found(key_id, None::<&str>))?;
+        if versions.last().map(DataKey::version) != Some(expected) {
+            return Ok(None);
+        }
+        let key = DataKey::with_created_at(
+            key_id.clone(),
+            KeyVersion::from(versions.len() as u64 + 1),
+            KeyMaterial::generate(),
+            Some(Utc::now()),
+        );
+        versions.push(key.clone());
+        Ok(Some(key))
+    }
+
+    /// Creates the key when it does not exist.
+    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+        Ok(self.add_version(key_id, material))
     }
 
     async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
@@ -265,6 +296,20 @@ impl KeyProvider for FaultyProvider {
     async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
         self.enter().await?;
         self.inner.rotate(key_id).await
+    }
+
+    async fn rotate_if_current(
+        &self,
+        key_id: &KeyId,
+        expected: &KeyVersion,
+    ) -> Result<Option<DataKey>> {
+        self.enter().await?;
+        self.inner.rotate_if_current(key_id, expected).await
+    }
+
+    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+        self.enter().await?;
+        self.inner.import(key_id, material).await
     }
 
     async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {

@@ -288,6 +288,104 @@ impl VaultProvider {
         }
     }
 
+    /// Writes a new KV version with check-and-set on the current one.
+    /// With `expected`, returns `None` when the current version is another
+    /// one or the check-and-set fails (another writer rotated first);
+    /// without, a lost race is `Error::Conflict`.
+    ///
+    /// With `material` (an import), the new version holds it and a missing
+    /// secret is created (check-and-set 0: "must not exist yet"); without,
+    /// it holds a new random key (a rotation).
+    async fn rotate_cas(
+        &self,
+        key_id: &KeyId,
+        expected: Option<u64>,
+        material: Option<KeyMaterial>,
+    ) -> Result<Option<DataKey>> {
+        let current = match self.read_metadata(key_id).await {
+            Ok(meta) => meta.current_version,
+            Err(e) if e.kind == Kind::NotFound && material.is_some() => 0,
+            Err(e) => return Err(e.into_error(key_id, None)),
+        };
+        if expected.is_some_and(|e| e != current) {
+            return Ok(None);
+        }
+        let description = match current {
+            0 => None,
+            _ => match self.read(key_id, Some(current)).await {
+                Ok(read) => description_of(&read),
+                Err(e) if e.kind == Kind::NotFound => None,
+                Err(e) => return Err(e.into_error(key_id, None)),
+            },
+        };
+        let cas = u32::try_from(current).map_err(|_| Error::Provider {
+            provider: PROVIDER,
+            message: format!("version {current} is beyond what check-and-set can express"),
+        })?;
+
+        let (material, done) = match material {
+            Some(m) => (m, "imported a key version"),
+            None => (KeyMaterial::generate(), "rotated encryption key"),
+        };
+        let hex = material.to_hex();
+        let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+        let secret = KeySecret {
+            key: &hex,
+            created_at: &created_at,
+            description: description.as_deref(),
+        };
+        let path = self.secret_path(key_id);
+        let what = format!("write {}/{path} (check-and-set {cas})", self.mount);
+        // Not retried after a new AppRole login: a write that Vault refused
+        // did not happen, so trying once more is safe.
+        let written = match self
+            .call(|client| {
+                let (path, what) = (path.clone(), what.clone());
+                let secret = &secret;
+                async move {
+                    vaultrs::kv2::set_with_options(
+                        &*client,
+                        &self.mount,
+                        &path,
+                        secret,
+                        SetSecretRequestOptions { cas },
+                    )
+                    .await
+                    .map_err(|e| CallError::from_client(what, e))
+                }
+            })
+            .await
+        {
+            Ok(written) => written,
+            Err(e) if e.kind == Kind::CasMismatch => {
+                tracing::info!(
+                    target: "kms::vault",
+                    key_id = %key_id,
+                    expected_version = current,
+                    "rotation lost a check-and-set race: another writer rotated the key first"
+                );
+                if expected.is_some() {
+                    return Ok(None);
+                }
+                return Err(e.into_error(key_id, None));
+            }
+            Err(e) => return Err(e.into_error(key_id, None)),
+        };
+        tracing::info!(
+            target: "kms::vault",
+            key_id = %key_id,
+            version = written.version,
+            previous_version = current,
+            "{done}"
+        );
+        Ok(Some(DataKey::with_created_at(
+            key_id.clone(),
+            KeyVersion::from(written.version),
+            material,
+            parse_time(&written.created_time).or_else(|| Some(Utc::now())),
+        )))
+    }
+
     async fn check_health(&self) -> Result<(), String> {
         let (client, _) = self.session();
         let health: endpoints::HealthResponse =
@@ -442,74 +540,35 @@ impl KeyProvider for VaultProvider {
     }
 
     async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
-        let meta = self
-            .read_metadata(key_id)
-            .await
-            .map_err(|e| e.into_error(key_id, None))?;
-        let current = meta.current_version;
-        let description = match self.read(key_id, Some(current)).await {
-            Ok(read) => description_of(&read),
-            Err(e) if e.kind == Kind::NotFound => None,
-            Err(e) => return Err(e.into_error(key_id, None)),
-        };
-        let cas = u32::try_from(current).map_err(|_| Error::Provider {
-            provider: PROVIDER,
-            message: format!("version {current} is beyond what check-and-set can express"),
-        })?;
-
-        let material = KeyMaterial::generate();
-        let hex = material.to_hex();
-        let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-        let secret = KeySecret {
-            key: &hex,
-            created_at: &created_at,
-            description: description.as_deref(),
-        };
-        let path = self.secret_path(key_id);
-        let what = format!("write {}/{path} (check-and-set {cas})", self.mount);
-        // Not retried after a new AppRole login: a write that Vault refused
-        // did not happen, so trying once more is safe.
-        let written = self
-            .call(|client| {
-                let (path, what) = (path.clone(), what.clone());
-                let secret = &secret;
-                async move {
-                    vaultrs::kv2::set_with_options(
-                        &*client,
-                        &self.mount,
-                        &path,
-                        secret,
-                        SetSecretRequestOptions { cas },
-                    )
-                    .await
-                    .map_err(|e| CallError::from_client(what, e))
-                }
+        self.rotate_cas(key_id, None, None)
+            .await?
+            .ok_or_else(|| Error::Conflict {
+                key_id: key_id.to_string(),
             })
-            .await
-            .map_err(|e| {
-                if e.kind == Kind::CasMismatch {
-                    tracing::info!(
-                        target: "kms::vault",
-                        key_id = %key_id,
-                        expected_version = current,
-                        "rotation lost a check-and-set race: another writer rotated the key first"
-                    );
-                }
-                e.into_error(key_id, None)
-            })?;
-        tracing::info!(
-            target: "kms::vault",
-            key_id = %key_id,
-            version = written.version,
-            previous_version = current,
-            "rotated encryption key"
-        );
-        Ok(DataKey::with_created_at(
-            key_id.clone(),
-            KeyVersion::from(written.version),
-            material,
-            parse_time(&written.created_time).or_else(|| Some(Utc::now())),
-        ))
+    }
+
+    /// A KV write with check-and-set on the current version (0 when the
+    /// secret does not exist yet: it is created), with the same fields as
+    /// `rotate`; a lost race is `Error::Conflict`.
+    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+        self.rotate_cas(key_id, None, Some(material))
+            .await?
+            .ok_or_else(|| Error::Conflict {
+                key_id: key_id.to_string(),
+            })
+    }
+
+    /// A real check-and-set: the KV write carries `cas` = `expected`.
+    async fn rotate_if_current(
+        &self,
+        key_id: &KeyId,
+        expected: &KeyVersion,
+    ) -> Result<Option<DataKey>> {
+        match kv_version(expected) {
+            Some(n) => self.rotate_cas(key_id, Some(n), None).await,
+            // Not a KV version number: it cannot be the current version.
+            None => Ok(None),
+        }
     }
 
     async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {

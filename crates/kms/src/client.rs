@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use kms_cache::CachingProvider;
 use kms_circuit::{CircuitState, ResilientProvider};
@@ -11,7 +12,10 @@ use kms_core::{
     crypto, resolve_key,
 };
 
+use kms_telemetry::AUDIT_TARGET;
+
 use crate::config::{KmsBuilder, KmsConfig};
+use crate::lifecycle::{MinVersions, Schedule, Verdict};
 
 /// Encrypts and decrypts with AES-256-GCM under keys from a provider.
 ///
@@ -53,6 +57,10 @@ pub struct Kms {
     key_id: KeyId,
     iv_length: IvLength,
     config: Arc<KmsConfig>,
+    /// Minimum decryption versions (`KMS_MIN_DECRYPTION_VERSION`), when set.
+    retired: Option<Arc<MinVersions>>,
+    /// Scheduled rotation (`KMS_ROTATION_PERIOD`): stops when the last clone is dropped.
+    schedule: Option<Arc<Schedule>>,
 }
 
 impl fmt::Debug for Kms {
@@ -95,7 +103,26 @@ impl Kms {
             key_id,
             iv_length,
             config: Arc::new(config),
+            retired: None,
+            schedule: None,
         }
+    }
+
+    /// Attaches the minimum decryption versions and the rotation schedule.
+    pub(crate) fn with_lifecycle(
+        mut self,
+        retired: Option<Arc<MinVersions>>,
+        schedule: Option<Arc<Schedule>>,
+    ) -> Self {
+        self.retired = retired;
+        self.schedule = schedule;
+        self
+    }
+
+    /// The minimum decryption version of a key, if one is configured.
+    #[must_use]
+    pub fn min_decryption_version(&self, key_id: &KeyId) -> Option<&KeyVersion> {
+        self.retired.as_ref().and_then(|r| r.minimum(key_id))
     }
 
     /// A handle that encrypts under another key id of the same provider.
@@ -154,6 +181,28 @@ impl Kms {
     /// # Errors
     /// Provider errors while fetching the key; [`Error::InputTooLarge`].
     pub async fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        // Auditing off (the default): one filter check, no clock read.
+        if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::DEBUG) {
+            return self.encrypt_unaudited(plaintext, aad).await;
+        }
+        let started = Instant::now();
+        let result = self.encrypt_unaudited(plaintext, aad).await;
+        let version = result
+            .as_ref()
+            .ok()
+            .and_then(|ct| Envelope::parse(ct).and_then(|e| e.key_version()).ok());
+        audit_data_op(
+            "encrypt",
+            Some(self.key_id.as_str()),
+            version,
+            started,
+            &result,
+        );
+        result
+    }
+
+    /// [`Kms::encrypt`] without the audit event.
+    async fn encrypt_unaudited(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         // Hot path: the cache's hot slot, without an await or an allocation.
         if let Some(sealed) = self.cache.as_ref().and_then(|c| {
             c.with_current_if_fresh(&self.key_id, |key| {
@@ -171,19 +220,47 @@ impl Kms {
     /// # Errors
     /// [`Error::MalformedCiphertext`], [`Error::UnsupportedFormatVersion`],
     /// [`Error::KeyNotFound`] (no version of the key has the recorded
-    /// fingerprint), [`Error::Decryption`] (tampered data or wrong AAD), or
-    /// provider errors.
+    /// fingerprint), [`Error::Decryption`] (tampered data or wrong AAD),
+    /// [`Error::KeyVersionRetired`] (written under a version older than the
+    /// key's minimum decryption version), or provider errors.
     pub async fn decrypt(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        // Auditing off (the default): one filter check, no clock read.
+        if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::DEBUG) {
+            return self.decrypt_unaudited(ciphertext, aad).await;
+        }
+        let started = Instant::now();
+        let result = self.decrypt_unaudited(ciphertext, aad).await;
+        let envelope = Envelope::parse(ciphertext).ok();
+        audit_data_op(
+            "decrypt",
+            envelope.as_ref().map(Envelope::key_id_str),
+            envelope.as_ref().and_then(|e| e.key_version().ok()),
+            started,
+            &result,
+        );
+        result
+    }
+
+    /// [`Kms::decrypt`] without the audit event.
+    async fn decrypt_unaudited(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         let envelope = Envelope::parse(ciphertext)?;
         // Hot path: the version in the cache's hot slot (usually the current one).
         if let Some(opened) = self.cache.as_ref().and_then(|c| {
             c.with_cached_fingerprint(envelope.key_id_str(), envelope.fingerprint(), |key| {
-                crypto::open(key, &envelope, aad)
+                match self.retired.as_ref().map(|r| r.verdict(key)) {
+                    None | Some(Verdict::Allowed) => Some(crypto::open(key, &envelope, aad)),
+                    Some(Verdict::Retired(e)) => Some(Err(e)),
+                    Some(Verdict::Unknown) => None,
+                }
             })
+            .flatten()
         }) {
             return opened;
         }
         let key = resolve_key(&*self.provider, &envelope).await?;
+        if let Some(retired) = &self.retired {
+            retired.check(&*self.provider, &key).await?;
+        }
         crypto::open(&key, &envelope, aad)
     }
 
@@ -249,4 +326,26 @@ impl Kms {
     pub async fn health(&self) -> HealthStatus {
         self.provider.health().await
     }
+}
+
+/// The DEBUG audit event of one encryption or decryption (target
+/// `kms::audit`): never the data or the key, only where it came from.
+fn audit_data_op<T>(
+    op: &'static str,
+    key_id: Option<&str>,
+    version: Option<KeyVersion>,
+    started: Instant,
+    result: &Result<T>,
+) {
+    let error = result.as_ref().err().map(Error::code);
+    tracing::debug!(
+        target: AUDIT_TARGET,
+        op,
+        key_id,
+        version = version.as_ref().map(tracing::field::display),
+        outcome = if error.is_some() { "error" } else { "ok" },
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        error,
+        "data operation"
+    );
 }

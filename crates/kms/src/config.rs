@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use kms_cache::{CacheConfig, CachingProvider};
 use kms_circuit::{ResilienceConfig, ResilientProvider};
-use kms_core::{Error, IvLength, KeyId, KeyProvider, Result};
+use kms_core::{Error, IvLength, KeyId, KeyProvider, KeyVersion, Result};
+use kms_telemetry::{MeteredProvider, TelemetryConfig};
 use serde::Serialize;
 
 use crate::client::Kms;
+use crate::lifecycle::LifecycleConfig;
 
 /// Default per-call timeout (`KMS_TIMEOUT`): 10 000 ms, as in the spec.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
@@ -104,8 +106,19 @@ pub struct KmsConfig {
     /// `KMS_CIRCUIT_OPEN_DURATION`, in milliseconds.
     #[serde(rename = "circuitOpenDuration")]
     pub circuit_open_duration_ms: u64,
-    /// Whether the facade added its cache and resilience layers.
+    /// `KMS_SLOW_THRESHOLD`, in milliseconds: provider calls slower than
+    /// this raise the `slow_response` alert.
+    #[serde(rename = "slowThreshold")]
+    pub slow_threshold_ms: u64,
+    /// Whether the facade added its cache, metrics and resilience layers.
     pub layered: bool,
+    /// Minimum decryption version per key id (`KMS_MIN_DECRYPTION_VERSION`
+    /// for `KMS_KEY_ID`, and the builder's
+    /// [`min_decryption_version`](KmsBuilder::min_decryption_version)).
+    pub min_decryption_versions: std::collections::BTreeMap<String, String>,
+    /// `KMS_ROTATION_PERIOD`, in milliseconds (`null`: no scheduled rotation).
+    #[serde(rename = "rotationPeriod")]
+    pub rotation_period_ms: Option<u64>,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -125,6 +138,9 @@ fn millis(d: Duration) -> u64 {
 /// | `KMS_CACHE_STALE_IF_ERROR` | [`cache_stale_if_error`](Self::cache_stale_if_error) | off |
 /// | `KMS_CIRCUIT_FAILURE_THRESHOLD` | [`circuit_failure_threshold`](Self::circuit_failure_threshold) | 5 |
 /// | `KMS_CIRCUIT_OPEN_DURATION` | [`circuit_open_duration`](Self::circuit_open_duration) | 30000 (ms) |
+/// | `KMS_SLOW_THRESHOLD` | [`slow_threshold`](Self::slow_threshold) | 1000 (ms; slower provider calls raise the `slow_response` alert) |
+/// | `KMS_MIN_DECRYPTION_VERSION` | [`min_decryption_version`](Self::min_decryption_version) (any key id; the variable applies to `KMS_KEY_ID`) | none: every version decrypts |
+/// | `KMS_ROTATION_PERIOD` | [`rotation_period`](Self::rotation_period), [`rotation_check_interval`](Self::rotation_check_interval) | off |
 /// | `LOG_LEVEL`, `KMS_DEBUG` | (used by the CLI's logging, see [`crate::logging`]) | `info`, `false` |
 /// | `ENCRYPTION_KEY`, `ENCRYPTION_KEY_PREVIOUS` | [`env_key`](Self::env_key), [`env_previous_key`](Self::env_previous_key) | none |
 /// | `VAULT_ADDR`, `VAULT_TOKEN`, `VAULT_*`, `KMS_VAULT_*` (feature `vault`; listed in the `kms-vault` crate) | `vault` | mount `secret`, prefix `boosterbeacon/encryption-keys` |
@@ -132,28 +148,59 @@ fn millis(d: Duration) -> u64 {
 /// | `GOOGLE_CLOUD_PROJECT`, `GOOGLE_APPLICATION_CREDENTIALS`, `KMS_GCP_*` (feature `gcp`; listed in the `kms-gcp` crate) | `gcp` | secret `boosterbeacon-encryption-key-<KMS_KEY_ID>` |
 ///
 /// Durations are milliseconds when given as a bare number; the suffixes
-/// `ms`, `s`, `m` and `h` are accepted too (`KMS_CACHE_TTL=5m`).
+/// `ms`, `s`, `m`, `h` and `d` (days) are accepted too (`KMS_CACHE_TTL=5m`,
+/// `KMS_ROTATION_PERIOD=90d`).
+///
+/// # Key lifecycle
+///
+/// **Minimum decryption version** (as Vault transit's
+/// `min_decryption_version`): [`Kms::decrypt`] refuses a ciphertext written
+/// under a version older than the minimum with
+/// [`Error::KeyVersionRetired`], so old versions can be retired once the
+/// data has been rewrapped ([`Kms::rewrap_text`], `kms rewrap`). Versions
+/// are the provider's own names (Vault and Secret Manager numbers, SSM
+/// parameter versions, env fingerprints); "older" means earlier in
+/// [`KeyProvider::versions`]. `build()` lists the key's versions (one
+/// provider call) and fails when the minimum is not among them. The list is
+/// cached and fetched again when a ciphertext names a version it lacks.
+///
+/// **Scheduled rotation**: with a rotation period, `build()` starts a
+/// background task (on the current Tokio runtime) that checks every
+/// min(period / 10, 1 h), with jitter, whether the configured key's current
+/// version is at least the period old (its creation time as the provider
+/// lists it, never cached) and then rotates it with
+/// [`KeyProvider::rotate_if_current`]: a check-and-set, so that many
+/// instances sharing the key make one new version per period, not one each.
+/// The task stops when the last clone of the [`Kms`] is dropped and never
+/// keeps the process alive. Outcomes are logged (target `kms`): rotations at
+/// `info`, failures at `warn`.
 ///
 /// # The provider stack
 ///
 /// [`build`](Self::build) wraps the provider in layers that implement the
 /// same [`KeyProvider`] trait, in this order (innermost first): the
 /// provider; a per-attempt timeout, retries of temporary errors and a
-/// circuit breaker ([`kms_circuit::ResilientProvider`]); the key cache
+/// circuit breaker ([`kms_circuit::ResilientProvider`]); metrics, audit
+/// events and alerts ([`kms_telemetry::MeteredProvider`]), so that every
+/// call that leaves the cache is measured with its retries, and a call
+/// refused by the open circuit counts as unavailable; the key cache
 /// ([`kms_cache::CachingProvider`]) outermost, so a cache hit never touches
-/// the breaker or the provider. Built by hand, the same stack is:
+/// the metrics, the breaker or the provider. Built by hand, the same stack is:
 ///
 /// ```no_run
 /// use kms::cache::{CacheConfig, CachingProvider};
 /// use kms::circuit::{ResilienceConfig, ResilientProvider};
+/// use kms::telemetry::{MeteredProvider, TelemetryConfig};
 ///
 /// # async fn stack() -> kms::Result<()> {
 /// // 1. The provider.
 /// let provider = kms::env::EnvProvider::from_env()?;
 /// // 2. Timeout inside retry inside the circuit breaker (KMS_TIMEOUT, KMS_RETRY_ATTEMPTS).
 /// let guarded = ResilientProvider::new(provider, ResilienceConfig::default());
-/// // 3. The cache outermost (KMS_CACHE_TTL).
-/// let cached = CachingProvider::new(guarded, CacheConfig::default());
+/// // 3. Metrics, audit events and alerts (KMS_SLOW_THRESHOLD).
+/// let metered = MeteredProvider::new(guarded, TelemetryConfig::default());
+/// // 4. The cache outermost (KMS_CACHE_TTL).
+/// let cached = CachingProvider::new(metered, CacheConfig::default());
 /// // Used as is: no further layers.
 /// let kms = kms::Kms::builder().provider_unlayered(cached).build().await?;
 /// # let _ = kms; Ok(()) }
@@ -165,7 +212,9 @@ pub struct KmsBuilder {
     key_id: KeyId,
     iv_length: IvLength,
     resilience: ResilienceConfig,
+    telemetry: TelemetryConfig,
     cache: CacheConfig,
+    lifecycle: LifecycleConfig,
     #[cfg(feature = "env")]
     env: kms_env::EnvProviderBuilder,
     #[cfg(feature = "vault")]
@@ -185,7 +234,9 @@ impl fmt::Debug for KmsBuilder {
             .field("layered", &self.layered)
             .field("iv_length", &self.iv_length)
             .field("resilience", &self.resilience)
-            .field("cache", &self.cache);
+            .field("telemetry", &self.telemetry)
+            .field("cache", &self.cache)
+            .field("lifecycle", &self.lifecycle);
         #[cfg(feature = "env")]
         d.field("env", &self.env);
         #[cfg(feature = "vault")]
@@ -211,7 +262,9 @@ impl Default for KmsBuilder {
                 retries: DEFAULT_RETRY_ATTEMPTS,
                 ..ResilienceConfig::default()
             },
+            telemetry: TelemetryConfig::default(),
             cache: CacheConfig::with_ttl(DEFAULT_CACHE_TTL),
+            lifecycle: LifecycleConfig::default(),
             #[cfg(feature = "env")]
             env: kms_env::EnvProviderBuilder::default(),
             #[cfg(feature = "vault")]
@@ -296,6 +349,22 @@ impl KmsBuilder {
                     "must be greater than 0",
                 ));
             }
+        }
+        if let Some(v) = get("KMS_MIN_DECRYPTION_VERSION") {
+            let version = KeyVersion::new(v.trim()).map_err(|_| {
+                Error::config(
+                    "KMS_MIN_DECRYPTION_VERSION",
+                    "must be a key version name (1 to 64 of A-Z a-z 0-9 _ - . :)",
+                )
+            })?;
+            b.lifecycle.min_versions.push((b.key_id.clone(), version));
+        }
+        if let Some(v) = get("KMS_ROTATION_PERIOD") {
+            let period = parse_duration("KMS_ROTATION_PERIOD", &v)?;
+            b.lifecycle.rotation_period = (!period.is_zero()).then_some(period);
+        }
+        if let Some(v) = get("KMS_SLOW_THRESHOLD") {
+            b.telemetry.slow_threshold = parse_duration("KMS_SLOW_THRESHOLD", &v)?;
         }
         if let Some(v) = get("KMS_IV_LENGTH") {
             b.iv_length = v
@@ -429,6 +498,14 @@ impl KmsBuilder {
         self
     }
 
+    /// Provider calls slower than this raise the `slow_response` alert on
+    /// `kms::alert` (`KMS_SLOW_THRESHOLD`, default 1000 ms, the spec's).
+    #[must_use]
+    pub fn slow_threshold(mut self, threshold: Duration) -> Self {
+        self.telemetry.slow_threshold = threshold;
+        self
+    }
+
     /// Every resilience setting at once (timeout, retries, backoff, breaker).
     #[must_use]
     pub fn resilience(mut self, config: ResilienceConfig) -> Self {
@@ -440,6 +517,35 @@ impl KmsBuilder {
     #[must_use]
     pub fn cache(mut self, config: CacheConfig) -> Self {
         self.cache = config;
+        self
+    }
+
+    /// Refuses to decrypt ciphertexts of `key_id` written under a version
+    /// older than `version` (`KMS_MIN_DECRYPTION_VERSION` for `KMS_KEY_ID`).
+    /// May be called for several keys; a second call for the same key
+    /// replaces the first. See "Key lifecycle" above.
+    #[must_use]
+    pub fn min_decryption_version(mut self, key_id: KeyId, version: KeyVersion) -> Self {
+        self.lifecycle.min_versions.retain(|(k, _)| *k != key_id);
+        self.lifecycle.min_versions.push((key_id, version));
+        self
+    }
+
+    /// Rotates the configured key once its current version is older than
+    /// `period` (`KMS_ROTATION_PERIOD`; `None` or zero: off, the default).
+    /// See "Key lifecycle" above.
+    #[must_use]
+    pub fn rotation_period(mut self, period: impl Into<Option<Duration>>) -> Self {
+        self.lifecycle.rotation_period = period.into().filter(|p| !p.is_zero());
+        self
+    }
+
+    /// How often scheduled rotation checks the key's age (default
+    /// min(period / 10, 1 h)); each wait is jittered by +-25%. For tests
+    /// and unusual deployments.
+    #[must_use]
+    pub fn rotation_check_interval(mut self, interval: Duration) -> Self {
+        self.lifecycle.check_interval = Some(interval);
         self
     }
 
@@ -506,7 +612,15 @@ impl KmsBuilder {
             cache_stale_if_error_ms: self.cache.stale_if_error.map(millis),
             circuit_failure_threshold: self.resilience.failure_threshold,
             circuit_open_duration_ms: millis(self.resilience.open_duration),
+            slow_threshold_ms: millis(self.telemetry.slow_threshold),
             layered: self.layered,
+            min_decryption_versions: self
+                .lifecycle
+                .min_versions
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            rotation_period_ms: self.lifecycle.rotation_period.map(millis),
         }
     }
 
@@ -534,25 +648,31 @@ impl KmsBuilder {
             },
         };
         if !self.layered {
-            return Ok(Kms::from_parts(
-                provider,
-                None,
-                None,
+            return self
+                .lifecycle
+                .attach(Kms::from_parts(
+                    provider,
+                    None,
+                    None,
+                    self.key_id,
+                    self.iv_length,
+                    config,
+                ))
+                .await;
+        }
+        let guarded = Arc::new(ResilientProvider::from_arc(provider, self.resilience));
+        let metered = Arc::new(MeteredProvider::from_arc(guarded.clone(), self.telemetry));
+        let cached = Arc::new(CachingProvider::from_arc(metered, self.cache));
+        self.lifecycle
+            .attach(Kms::from_parts(
+                cached.clone(),
+                Some(cached),
+                Some(guarded),
                 self.key_id,
                 self.iv_length,
                 config,
-            ));
-        }
-        let guarded = Arc::new(ResilientProvider::from_arc(provider, self.resilience));
-        let cached = Arc::new(CachingProvider::from_arc(guarded.clone(), self.cache));
-        Ok(Kms::from_parts(
-            cached.clone(),
-            Some(cached),
-            Some(guarded),
-            self.key_id,
-            self.iv_length,
-            config,
-        ))
+            ))
+            .await
     }
 }
 

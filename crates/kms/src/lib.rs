@@ -5,7 +5,10 @@
 pub mod blocking;
 mod client;
 pub mod config;
+mod lifecycle;
 pub mod logging;
+pub mod migrate;
+pub mod rewrap;
 
 pub use client::Kms;
 pub use config::{KmsBuilder, KmsConfig, ProviderKind};
@@ -17,6 +20,8 @@ pub use kms_core::{
     DataKey, Envelope, Error, Fingerprint, HealthStatus, IvLength, KeyId, KeyMaterial, KeyMetadata,
     KeyProvider, KeyVersion, Result, VersionInfo, format,
 };
+/// Metrics, audit events and alerts (`kms::audit`, `kms::alert`) of the provider stack.
+pub use kms_telemetry as telemetry;
 
 /// The development provider (`KMS_PROVIDER=env`).
 #[cfg(feature = "env")]

@@ -1,0 +1,127 @@
+//! `kms serve`: the admin HTTP API and /metrics.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use kms::{Error, Kms};
+use kms_admin::{AdminConfig, AuthConfig, SharedKms};
+
+use crate::dev::DevKey;
+
+/// Default listen address: loopback only.
+pub(crate) const DEFAULT_BIND: &str = "127.0.0.1:3000";
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_BIND)]
+    bind: SocketAddr,
+}
+
+fn io_error(what: &str, e: &std::io::Error) -> Error {
+    Error::Provider {
+        provider: "cli",
+        message: format!("cannot {what}: {e}"),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!(target: "kms", "shutting down: finishing requests in flight");
+}
+
+pub(crate) async fn run(args: ServeArgs, dev: Option<DevKey>) -> Result<ExitCode, Error> {
+    let lookup: kms_admin::Lookup = match &dev {
+        Some(dev) => dev.lookup(),
+        None => Arc::new(|name: &str| std::env::var(name).ok()),
+    };
+    let kms = kms::KmsBuilder::from_lookup(&*lookup)?.build().await?;
+    let mut config = AdminConfig::from_lookup(Arc::clone(&lookup))?;
+    // In development mode without a configured method, a token for this run.
+    let generated = if dev.is_some() && !config.auth.is_configured() {
+        let token = kms_admin::generate_admin_token();
+        config.auth = AuthConfig::new().admin_token(&token)?;
+        Some(token)
+    } else {
+        None
+    };
+    let handle = kms_admin::install_prometheus().map_err(|e| Error::Provider {
+        provider: "cli",
+        message: format!("cannot install the metrics recorder: {e}"),
+    })?;
+    let config = config.metrics(handle);
+    let app = kms_admin::router(SharedKms::new(kms.clone()), config)?;
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|e| io_error(&format!("listen on {}", args.bind), &e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| io_error("read the listening address", &e))?;
+    announce(
+        &kms,
+        addr,
+        dev.as_ref(),
+        generated.as_deref().map(String::as_str),
+    );
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| io_error("serve", &e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What is being served, on stdout; the generated token is printed here once.
+fn announce(kms: &Kms, addr: SocketAddr, dev: Option<&DevKey>, token: Option<&str>) {
+    let base = format!("http://{addr}");
+    let mut out = format!(
+        "kms admin API listening on {base} (provider {}, key {})\n",
+        kms.config().provider,
+        kms.key_id()
+    );
+    if let Some(dev) = dev {
+        out.push_str(&format!(
+            "development mode: key file {} ({}, mode 0600); not for production\n",
+            dev.path().display(),
+            if dev.created() {
+                "created now"
+            } else {
+                "reused"
+            },
+        ));
+    }
+    match token {
+        Some(token) => out.push_str(&format!(
+            "admin token for this run (shown once): {token}\n\n\
+             Check KMS health:\n  curl -H \"Authorization: Bearer {token}\" \\\n       {base}/api/admin/kms/health\n"
+        )),
+        None => out.push_str(&format!(
+            "\nCheck KMS health:\n  curl -H \"Authorization: Bearer $ADMIN_TOKEN\" \\\n       {base}/api/admin/kms/health\n"
+        )),
+    }
+    out.push_str(&format!(
+        "Metrics: {base}/metrics (same bearer token)\nStop with Ctrl-C.\n"
+    ));
+    print!("{out}");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+}
