@@ -183,7 +183,16 @@ async fn serve_against_openbao_with_the_spec_health_check() {
         ])
         .await;
     assert_eq!(code, 0, "{err}");
-    let mut vars = spec_env(&bao, &[("KMS_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    // Rate limits off: the swap below runs under a load of keep-alive
+    // requests from one address (the limits have their own tests).
+    let mut vars = spec_env(
+        &bao,
+        &[
+            ("KMS_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("KMS_ADMIN_RATE_LIMIT", "0"),
+            ("KMS_ADMIN_SENSITIVE_RATE_LIMIT", "0"),
+        ],
+    );
     // Data written before the server runs.
     let (code, stored, err) = kms_cli(&vars, &["encrypt"], b"api token").await;
     assert_eq!(code, 0, "{err}");
@@ -273,20 +282,58 @@ async fn serve_against_openbao_with_the_spec_health_check() {
         "{text}"
     );
     assert!(!text.contains(&other));
-    // The same Vault with other client settings: every version is there, so it swaps.
-    let body = format!(
-        r#"{{"provider":"vault","address":"{}","timeout":5000,"credentials":{{"token":"{}"}}}}"#,
-        bao.addr, bao.root_token
-    );
-    let (code, swapped, text) = admin(
-        &server,
-        ADMIN_TOKEN,
-        "PUT",
-        "/api/admin/kms/config",
-        Some(&body),
-    )
-    .await;
-    assert_eq!(code, 200, "{text}");
+    // The same Vault with other client settings: every version is there, so
+    // it swaps; five swaps under a steady load of metadata calls, none failing.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, url) = (
+                stop.clone(),
+                format!("{}/api/admin/kms/key/metadata", server.base),
+            );
+            std::thread::spawn(move || {
+                let mut codes = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // 25 requests over one keep-alive connection per curl run.
+                    let out = Command::new("curl")
+                        .args(["-s", "-w", "%{http_code}\n", "-H"])
+                        .arg(format!("Authorization: Bearer {ADMIN_TOKEN}"))
+                        // One `-o /dev/null` per URL: curl pairs them in order.
+                        .args((0..25).flat_map(|_| ["-o", "/dev/null", url.as_str()]))
+                        .output()
+                        .unwrap();
+                    codes.extend(
+                        String::from_utf8_lossy(&out.stdout)
+                            .lines()
+                            .map(str::to_owned),
+                    );
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut swapped = Value::Null;
+    for timeout in [5000, 4000, 5000, 4000, 5000] {
+        let body = format!(
+            r#"{{"provider":"vault","address":"{}","timeout":{timeout},"credentials":{{"token":"{}"}}}}"#,
+            bao.addr, bao.root_token
+        );
+        let (code, json, text) = admin(
+            &server,
+            ADMIN_TOKEN,
+            "PUT",
+            "/api/admin/kms/config",
+            Some(&body),
+        )
+        .await;
+        assert_eq!(code, 200, "{text}");
+        swapped = json;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let codes: Vec<String> = load.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert!(codes.len() >= 75, "{}", codes.len());
+    assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
     assert_eq!(swapped["data"]["config"]["timeout"], 5000);
     assert_eq!(swapped["data"]["continuity"]["versionsChecked"], 2);
 
