@@ -106,7 +106,9 @@ pub const FIELDS: &[Field] = &[
     field("mount", VAULT, "KMS_VAULT_MOUNT", false),
     field("pathPrefix", VAULT, "KMS_VAULT_PATH_PREFIX", false),
     field("approleMount", VAULT, "VAULT_APPROLE_MOUNT", false),
-    field("caCert", VAULT, "VAULT_CACERT", false),
+    // Not `VAULT_CACERT`: a path on the server; an admin call must not make
+    // the server read files of the caller's choosing. The server's own
+    // setting applies.
     field("credentials.token", VAULT, "VAULT_TOKEN", true),
     field("credentials.roleId", VAULT, "VAULT_ROLE_ID", true),
     field("credentials.secretId", VAULT, "VAULT_SECRET_ID", true),
@@ -325,6 +327,11 @@ mod tests {
             (br#"{"keyId":"x"}"#, "`provider` is required"),
             (br#"{"provider":"azure"}"#, "must be one of"),
             (br#"[1,2]"#, "JSON object"),
+            // Server file paths are not the caller's to choose.
+            (
+                br#"{"provider":"vault","caCert":"/etc/shadow"}"#,
+                "unknown field `caCert`",
+            ),
             (
                 br#"{"provider":"env","credentials":{"encryptionKey":["s3cr3t"]}}"#,
                 "must be a string",
