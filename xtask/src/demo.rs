@@ -1,8 +1,13 @@
 //! `cargo xtask demo`: the development round trip with the `kms` CLI and the
-//! env provider: generate a key, encrypt a sample, decrypt it, check health.
+//! env provider (generate a key, encrypt a sample, decrypt it, check
+//! health), then the README's main job, `kms serve --dev`: start it, call
+//! its health endpoint with the token it prints, stop it with SIGTERM.
 
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::cmd::{self, Error, Result};
 
@@ -53,7 +58,111 @@ pub(crate) fn run() -> Result<()> {
     cmd::step(format!("check health: {CLI_BINARY} health"));
     let health = cmd::capture(&mut with_key(&["health"]), b"")?;
     println!("health: {}", String::from_utf8_lossy(&health).trim_end());
-    Ok(())
+    serve_dev(&kms)
+}
+
+/// `kms serve --dev` on a free port with a throw-away key directory: reads
+/// the address and token from its banner, calls `GET
+/// /api/admin/kms/health`, stops it with SIGTERM and expects exit code 0.
+fn serve_dev(kms: &Path) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("kms-xtask-demo-{}", std::process::id()));
+    let dev_dir = dir.to_string_lossy().into_owned();
+    cmd::step(format!(
+        "the main job: {CLI_BINARY} serve --dev --dev-dir {dev_dir} --bind 127.0.0.1:0"
+    ));
+    let mut child = Command::new(kms)
+        .args([
+            "serve",
+            "--dev",
+            "--dev-dir",
+            &dev_dir,
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| Error::new(format!("could not start `{CLI_BINARY} serve --dev`: {e}")))?;
+    let result = call_health(&mut child);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let body = result?;
+    println!("GET /api/admin/kms/health: {body}");
+    match status {
+        Ok(s) if s.success() => {
+            cmd::step("kms serve --dev answered and stopped cleanly on SIGTERM");
+            Ok(())
+        }
+        Ok(s) => Err(Error::new(format!(
+            "kms serve --dev exited with {s} after SIGTERM"
+        ))),
+        Err(e) => Err(Error::new(format!(
+            "could not wait for kms serve --dev: {e}"
+        ))),
+    }
+}
+
+/// Reads the banner up to its last line and calls the health endpoint.
+fn call_health(child: &mut std::process::Child) -> Result<String> {
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::new("kms serve --dev has no stdout"))?;
+    let mut banner = String::new();
+    let mut lines = BufReader::new(stdout).lines();
+    while !banner.contains("Stop with Ctrl-C.") {
+        match lines.next() {
+            Some(Ok(line)) => {
+                println!("  | {line}");
+                banner.push_str(&line);
+                banner.push('\n');
+            }
+            _ => {
+                return Err(Error::new(format!(
+                    "kms serve --dev stopped early:\n{banner}"
+                )));
+            }
+        }
+    }
+    let addr = banner
+        .split("listening on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .ok_or_else(|| Error::new("no address in the kms serve banner"))?;
+    let token = banner
+        .split("(shown once): ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .ok_or_else(|| Error::new("no admin token in the kms serve --dev banner"))?;
+    let io = |e: std::io::Error| Error::new(format!("cannot call http://{addr}: {e}"));
+    let mut stream = TcpStream::connect(addr).map_err(io)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io)?;
+    write!(
+        stream,
+        "GET /api/admin/kms/health HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(io)?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(io)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let healthy = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/data/healthy")
+                .and_then(serde_json::Value::as_bool)
+        });
+    if head.starts_with("HTTP/1.1 200") && healthy == Some(true) {
+        Ok(body.to_owned())
+    } else {
+        Err(Error::new(format!(
+            "unexpected health response:\n{response}"
+        )))
+    }
 }
 
 /// Builds the CLI and returns the path of its binary.

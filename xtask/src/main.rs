@@ -30,8 +30,9 @@ tasks:
   bench [--out FILE] [-- <criterion args>]
                                  run the criterion benchmarks and print a markdown summary
                                  table (also written to FILE with --out)
-  demo                           build the `kms` CLI and run the generate-key /
-                                 encrypt / decrypt round trip with the env provider
+  demo                           build the `kms` CLI, run the generate-key / encrypt /
+                                 decrypt round trip with the env provider, then start
+                                 `kms serve --dev`, call its health endpoint, stop it
   help                           print this message
 
 environment:
