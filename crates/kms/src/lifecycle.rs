@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -245,15 +244,9 @@ impl Drop for Schedule {
     }
 }
 
-/// A random factor in [0.75, 1.25) without a random number crate:
-/// `RandomState` is seeded randomly per instance.
+/// `d` times a random factor in [0.75, 1.25).
 fn jittered(d: Duration) -> Duration {
-    let r = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    #[allow(clippy::cast_precision_loss)]
-    let unit = (r >> 11) as f64 / (1u64 << 53) as f64;
-    d.mul_f64(0.75 + unit / 2.0)
+    d.mul_f64(0.75 + rand::random::<f64>() / 2.0)
 }
 
 impl Schedule {
