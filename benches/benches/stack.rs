@@ -52,6 +52,7 @@ use std::time::Duration;
 use aes_gcm::{Aes256Gcm, KeyInit};
 use async_trait::async_trait;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
+use kms::core::LiveVersions;
 use kms::{DataKey, KeyId, KeyProvider, KeyVersion, Kms};
 use kms_benches::{bare_decrypt, bare_encrypt};
 use kms_cache::{CacheConfig, CachingProvider};
@@ -109,7 +110,9 @@ fn cache_hit(c: &mut Criterion, rt: &Runtime) {
     // One key id with two versions: version 2 is current.
     let memory = MemoryProvider::with_key(id.clone());
     let v1 = rt.block_on(memory.current_key(&id)).unwrap();
-    let v2 = rt.block_on(memory.rotate(&id)).unwrap();
+    let v2 = rt
+        .block_on(memory.rotate(&id, &LiveVersions::all()))
+        .unwrap();
     let version1: KeyVersion = v1.version().clone();
     let cache = CachingProvider::new(memory, CacheConfig::default());
     // Warm: the current version (moka and the hot slot), and version 1 (moka).

@@ -13,7 +13,10 @@ use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use aws_sdk_ssm::config::Credentials;
 use aws_sdk_ssm::types::ParameterType;
 use kms::aws::AwsProvider;
-use kms::{Envelope, Error, KeyId, KeyMaterial, KeyProvider, KeyVersion, Kms, KmsBuilder};
+
+use kms::{
+    Envelope, Error, KeyId, KeyMaterial, KeyProvider, KeyVersion, Kms, KmsBuilder, LiveVersions,
+};
 use kms_tests::conformance::{self, Expect};
 use kms_tests::containers::{self, LocalStackServer};
 
@@ -270,7 +273,13 @@ async fn futures_join(
     p2: &AwsProvider,
     id: &KeyId,
 ) -> Vec<kms::Result<kms::DataKey>> {
-    let (a, b, c, d) = tokio::join!(p1.rotate(id), p2.rotate(id), p1.rotate(id), p2.rotate(id));
+    let all = LiveVersions::all();
+    let (a, b, c, d) = tokio::join!(
+        p1.rotate(id, &all),
+        p2.rotate(id, &all),
+        p1.rotate(id, &all),
+        p2.rotate(id, &all)
+    );
     vec![a, b, c, d]
 }
 
@@ -320,7 +329,7 @@ async fn aws_errors_are_typed() {
     let disabled = KeyId::new("disabled").unwrap();
     // (LocalStack's SSM does not enforce the KMS key's state when reading;
     // AWS refuses the decryption, which maps to the same error.)
-    let err = p.rotate(&disabled).await.unwrap_err();
+    let err = p.rotate(&disabled, &LiveVersions::all()).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         "Access denied to encryption key",

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kms::format;
+
 use kms::rewrap::{RewrapOptions, RewrapReport};
-use kms::{Envelope, KeyId, KeyMaterial, KeyProvider, KeyVersion, Kms, VersionInfo};
+use kms::{Envelope, KeyId, KeyMaterial, KeyProvider, KeyVersion, Kms, LiveVersions, VersionInfo};
 use kms_testing::MemoryProvider;
 use kms_tests::containers;
 
@@ -67,7 +68,7 @@ async fn rewrap_100k_lines_with_corrupted_ones() {
         .await
         .unwrap();
     let mut lines = corpus(&kms, N).await;
-    p.rotate(&id).await.unwrap();
+    p.rotate(&id, &LiveVersions::all()).await.unwrap();
     kms.clear_cache();
 
     // 1-based line number -> corruption.
@@ -162,7 +163,7 @@ async fn min_decryption_version_after_rewrap() {
         .await
         .unwrap();
     let old = corpus(&kms, 2_000).await;
-    p.rotate(&id).await.unwrap();
+    p.rotate(&id, &LiveVersions::all()).await.unwrap();
     kms.clear_cache();
     let (report, new) = rewrap(&kms, &old).await;
     assert_eq!(report.rewrapped, 2_000);
@@ -283,14 +284,21 @@ async fn stack_from(vars: &std::collections::HashMap<String, String>) -> Arc<dyn
 async fn one_check_and_set_wins(a: &dyn KeyProvider, b: &dyn KeyProvider, expected: u64) {
     let id = KeyId::default();
     let v = KeyVersion::from(expected);
-    let (ra, rb) = tokio::join!(a.rotate_if_current(&id, &v), b.rotate_if_current(&id, &v));
+    let all = LiveVersions::all();
+    let (ra, rb) = tokio::join!(
+        a.rotate_if_current(&id, &v, &all),
+        b.rotate_if_current(&id, &v, &all)
+    );
     let wins = [ra.unwrap(), rb.unwrap()]
         .iter()
         .filter(|r| r.is_some())
         .count();
     assert_eq!(wins, 1);
     assert!(
-        a.rotate_if_current(&id, &v).await.unwrap().is_none(),
+        a.rotate_if_current(&id, &v, &LiveVersions::all())
+            .await
+            .unwrap()
+            .is_none(),
         "a stale expected version must not rotate"
     );
 }

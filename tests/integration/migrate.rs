@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use kms::migrate::{self, Action, MigrateError};
-use kms::{Error, KeyId, KeyMaterial, KeyProvider, Kms};
+
+use kms::{Error, KeyId, KeyMaterial, KeyProvider, Kms, LiveVersions};
 use kms_gcp_emulator::{Emulator, EmulatorHandle};
 use kms_tests::containers::{self, OpenBaoServer};
 
@@ -140,7 +141,10 @@ async fn make_source(
     let kms = kms_from(&vars).await;
     let id = KeyId::new(key_id).unwrap();
     let provider = kms.provider();
-    provider.import(&id, KeyMaterial::generate()).await.unwrap();
+    provider
+        .import(&id, KeyMaterial::generate(), &LiveVersions::all())
+        .await
+        .unwrap();
     match kind {
         Kind::Vault => {
             let path = format!("secret/boosterbeacon/encryption-keys/{key_id}");
@@ -166,7 +170,7 @@ async fn make_source(
     }
     for chunk in 0..3 {
         if chunk > 0 || kind != Kind::Aws {
-            provider.rotate(&id).await.unwrap();
+            provider.rotate(&id, &LiveVersions::all()).await.unwrap();
         }
         encrypt_chunk(&kms, label, chunk, &mut corpus).await;
     }
@@ -273,7 +277,7 @@ async fn migrate_between_every_pair() {
         let target = kms_from(&servers.vars(to, &key_id)).await;
         let other = target
             .provider()
-            .import(&id, KeyMaterial::generate())
+            .import(&id, KeyMaterial::generate(), &LiveVersions::all())
             .await
             .unwrap();
         let err = migrate::plan(source.provider().as_ref(), target.provider().as_ref(), &id)
@@ -422,7 +426,7 @@ async fn migrate_cli_end_to_end() {
     assert!(err.contains("NOPE_KMS_PROVIDER"), "{err}");
     let refused = KeyId::new("mig-cli-refused").unwrap();
     gcp.provider()
-        .import(&refused, KeyMaterial::generate())
+        .import(&refused, KeyMaterial::generate(), &LiveVersions::all())
         .await
         .unwrap();
     let new_key = KeyMaterial::generate().to_hex().to_string();

@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kms::circuit::ResilienceConfig;
+
 use kms::vault::{VaultProvider, VaultProviderBuilder};
 use kms::{
     Envelope, Error, IvLength, KeyId, KeyMaterial, KeyProvider, KeyVersion, Kms, KmsBuilder,
+    LiveVersions,
 };
 use kms_testing::FaultyProvider;
 use kms_tests::conformance::{self, Expect};
@@ -54,7 +56,7 @@ async fn put_key(bao: &OpenBaoServer, key_id: &str, key: &str) {
 }
 
 /// An OpenBao server holding key `default`, made as the spec says; returns its hex.
-async fn server_with_default_key() -> (OpenBaoServer, String) {
+pub(crate) async fn server_with_default_key() -> (OpenBaoServer, String) {
     let bao = containers::openbao().await;
     let key = random_hex();
     put_key(&bao, "default", &key).await;
@@ -355,7 +357,7 @@ fn spawn_rotations(p1: &Arc<VaultProvider>, p2: &Arc<VaultProvider>, id: &KeyId)
         .map(|i| {
             let p = if i % 2 == 0 { p1.clone() } else { p2.clone() };
             let id = id.clone();
-            tokio::spawn(async move { p.rotate(&id).await })
+            tokio::spawn(async move { p.rotate(&id, &LiveVersions::all()).await })
         })
         .collect()
 }

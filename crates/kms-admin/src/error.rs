@@ -132,7 +132,8 @@ pub fn status_of(err: &kms::Error) -> StatusCode {
         kms::Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         kms::Error::KeyNotFound { .. } => StatusCode::NOT_FOUND,
         kms::Error::AccessDenied { .. } => StatusCode::FORBIDDEN,
-        kms::Error::Conflict { .. } => StatusCode::CONFLICT,
+        // The key's state refuses the rotation until an operator acts.
+        kms::Error::Conflict { .. } | kms::Error::RetentionExhausted { .. } => StatusCode::CONFLICT,
         kms::Error::Config { .. } | kms::Error::Unsupported { .. } => StatusCode::BAD_REQUEST,
         kms::Error::Provider { .. } => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

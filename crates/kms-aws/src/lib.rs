@@ -7,7 +7,7 @@ mod call;
 mod provider;
 
 pub use builder::AwsProviderBuilder;
-pub use provider::AwsProvider;
+pub use provider::{AwsProvider, LIVE_LABEL, SSM_MAX_VERSIONS};
 
 /// The provider's name (`KMS_PROVIDER=aws`).
 pub const PROVIDER: &str = "aws";

@@ -8,8 +8,8 @@ use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType};
 use chrono::{DateTime, Utc};
 use kms_core::error::Cause;
 use kms_core::{
-    DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion, Result,
-    VersionInfo,
+    DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
+    LiveVersions, Result, VersionInfo,
 };
 use zeroize::{Zeroize, Zeroizing};
 
@@ -245,6 +245,7 @@ impl AwsProvider {
                     modified: p.last_modified_date().and_then(to_chrono),
                     description: p.description().map(str::to_owned),
                     kms_key_id: p.key_id().map(str::to_owned),
+                    labels: p.labels().to_vec(),
                 });
             }
             match out.next_token {
@@ -262,11 +263,19 @@ impl AwsProvider {
     /// Writes a new parameter version over the one `info` describes (see
     /// [`ParameterInfo::absent`] for a parameter that does not exist yet),
     /// holding `material`, or 32 random bytes from KMS when `None`.
+    ///
+    /// Before writing, [`make_room`](Self::make_room) checks SSM's window
+    /// of 100 versions against `live` and labels the oldest live version,
+    /// so that SSM refuses rather than deletes it; that refusal becomes
+    /// [`Error::RetentionExhausted`]. Once SSM has written the version it is
+    /// returned, even when another writer wrote one at the same time: an
+    /// error then would invite a retry that writes yet another version.
     async fn put_new_version(
         &self,
         key_id: &KeyId,
         info: ParameterInfo,
         material: Option<KeyMaterial>,
+        live: &LiveVersions,
     ) -> Result<DataKey> {
         let name = self.parameter_name(key_id);
         let kms_key = match (&self.kms_key_id, info.kms_key_id) {
@@ -284,6 +293,11 @@ impl AwsProvider {
         if let Some(k) = &kms_key {
             self.require_enabled(key_id, k).await?;
         }
+        let oldest_live = if info.version > 0 {
+            self.make_room(key_id, live).await?
+        } else {
+            None
+        };
         let (material, what) = match material {
             Some(m) => (m, "key version imported"),
             None => (self.random_key(key_id).await?, "key rotated"),
@@ -309,6 +323,17 @@ impl AwsProvider {
                 Error::Conflict {
                     key_id: key_id.to_string(),
                 }
+            } else if e.is_code("ParameterMaxVersionLimitExceeded") {
+                Error::RetentionExhausted {
+                    provider: PROVIDER,
+                    key_id: key_id.to_string(),
+                    oldest_live: oldest_live.clone().unwrap_or_else(|| "?".into()),
+                    max_versions: Some(SSM_MAX_VERSIONS),
+                    detail: format!(
+                        "SSM keeps {SSM_MAX_VERSIONS} versions and refused to delete the labelled oldest one: {}",
+                        e.detail
+                    ),
+                }
             } else {
                 e.into_error(key_id, None)
             }
@@ -317,18 +342,88 @@ impl AwsProvider {
         let version = KeyVersion::from(u64::try_from(written).unwrap_or(0));
         tracing::info!(target: "kms::aws", key_id = %key_id, version = %version, "{what}");
         if written != info.version + 1 {
+            // Written, and current or soon superseded: not an error, which
+            // would invite a retry that writes a third version.
             tracing::warn!(
                 target: "kms::aws",
                 key_id = %key_id,
                 expected = info.version + 1,
                 written,
-                "another writer rotated the key at the same time"
+                "another writer wrote a version of the key at the same time"
             );
-            return Err(Error::Conflict {
-                key_id: key_id.to_string(),
-            });
         }
         Ok(DataKey::new(key_id.clone(), version, material))
+    }
+
+    /// Checks that one more version fits SSM's window of
+    /// [`SSM_MAX_VERSIONS`] without deleting a live version (refuses with
+    /// [`Error::RetentionExhausted`] otherwise, before writing anything),
+    /// and puts [`LIVE_LABEL`] on the oldest live version, so that SSM
+    /// itself refuses a write that would delete it (a concurrent writer, a
+    /// stale check). Returns the oldest live version.
+    async fn make_room(&self, key_id: &KeyId, live: &LiveVersions) -> Result<Option<String>> {
+        let history = self.history(key_id).await?;
+        let listed = version_list(&history);
+        let Some(oldest_index) = live.oldest_live_index(&listed) else {
+            return Ok(None);
+        };
+        let (Some(oldest), Some(entry)) = (listed.get(oldest_index), history.get(oldest_index))
+        else {
+            return Ok(None);
+        };
+        let oldest_name = oldest.version.to_string();
+        if live.slots(&listed) + 1 > SSM_MAX_VERSIONS {
+            return Err(Error::RetentionExhausted {
+                provider: PROVIDER,
+                key_id: key_id.to_string(),
+                oldest_live: oldest_name,
+                max_versions: Some(SSM_MAX_VERSIONS),
+                detail: format!("SSM keeps {SSM_MAX_VERSIONS} versions of a parameter"),
+            });
+        }
+        if entry.labels.iter().any(|l| l == LIVE_LABEL) {
+            return Ok(Some(oldest_name));
+        }
+        let labelled = self
+            .ssm
+            .label_parameter_version()
+            .name(self.parameter_name(key_id))
+            .parameter_version(entry.version)
+            .labels(LIVE_LABEL)
+            .send()
+            .await;
+        match labelled {
+            Ok(out) if out.invalid_labels().is_empty() => {
+                tracing::debug!(
+                    target: "kms::aws",
+                    key_id = %key_id,
+                    version = %oldest_name,
+                    label = LIVE_LABEL,
+                    "labelled the oldest live key version"
+                );
+            }
+            Ok(_) => {
+                return Err(Error::Provider {
+                    provider: PROVIDER,
+                    message: format!("SSM refused the label {LIVE_LABEL} as invalid"),
+                });
+            }
+            Err(e) => {
+                let e = CallError::from_sdk("SSM LabelParameterVersion", e);
+                if e.kind != Kind::Denied {
+                    return Err(e.into_error(key_id, None));
+                }
+                // The window has room (checked above); without the label
+                // only a concurrent writer could still push it past.
+                tracing::warn!(
+                    target: "kms::aws",
+                    key_id = %key_id,
+                    error = %e.detail,
+                    "cannot label the oldest live key version (grant ssm:LabelParameterVersion): SSM is not protecting it against a concurrent writer"
+                );
+            }
+        }
+        Ok(Some(oldest_name))
     }
 
     /// KMS DescribeKey: refuses a disabled (or pending deletion) KMS key
@@ -386,6 +481,26 @@ struct HistoryEntry {
     modified: Option<DateTime<Utc>>,
     description: Option<String>,
     kms_key_id: Option<String>,
+    labels: Vec<String>,
+}
+
+/// How many versions SSM Parameter Store keeps of a parameter.
+pub const SSM_MAX_VERSIONS: u64 = 100;
+
+/// The parameter label that protects the oldest live key version: SSM
+/// refuses (`ParameterMaxVersionLimitExceeded`) to write a new version
+/// when that would delete a labelled oldest version, instead of deleting it.
+pub const LIVE_LABEL: &str = "kms-oldest-live";
+
+/// Versions from GetParameterHistory, oldest first.
+fn version_list(history: &[HistoryEntry]) -> Vec<VersionInfo> {
+    history
+        .iter()
+        .filter_map(|e| {
+            let v = u64::try_from(e.version).ok()?;
+            Some(VersionInfo::new(KeyVersion::from(v), e.modified, true))
+        })
+        .collect()
 }
 
 /// A key version is a positive parameter version number.
@@ -412,38 +527,35 @@ impl KeyProvider for AwsProvider {
     }
 
     async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
-        Ok(self
-            .history(key_id)
-            .await?
-            .into_iter()
-            .filter_map(|e| {
-                let v = u64::try_from(e.version).ok()?;
-                Some(VersionInfo::new(KeyVersion::from(v), e.modified, true))
-            })
-            .collect())
+        Ok(version_list(&self.history(key_id).await?))
     }
 
     /// Writes a new parameter version with 32 random bytes from KMS
-    /// GenerateRandom. SSM has no check-and-set: when another writer
-    /// raced this one, the version SSM assigned is not the previous + 1,
-    /// and `Error::Conflict` is returned (the new version exists and is
-    /// current; retrying rotates again).
-    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
+    /// GenerateRandom, keeping `live` (see `put_new_version`). SSM has no
+    /// check-and-set: when another writer raced this one, both versions
+    /// are written and each call returns its own (a warning is logged).
+    async fn rotate(&self, key_id: &KeyId, live: &LiveVersions) -> Result<DataKey> {
         let info = self.describe_parameter(key_id).await?;
-        self.put_new_version(key_id, info, None).await
+        self.put_new_version(key_id, info, None, live).await
     }
 
     /// Writes `material` as a new parameter version, as `rotate` does
-    /// (same KMS key, same `Error::Conflict` on a race), creating the
+    /// (same KMS key, same retention check), creating the
     /// parameter when it does not exist: under `KMS_AWS_KMS_KEY_ID` when
     /// set, else SSM's default key for SecureStrings (`alias/aws/ssm`).
-    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+    async fn import(
+        &self,
+        key_id: &KeyId,
+        material: KeyMaterial,
+        live: &LiveVersions,
+    ) -> Result<DataKey> {
         let info = match self.describe_parameter(key_id).await {
             Ok(info) => info,
             Err(Error::KeyNotFound { .. }) => ParameterInfo::absent(),
             Err(e) => return Err(e),
         };
-        self.put_new_version(key_id, info, Some(material)).await
+        self.put_new_version(key_id, info, Some(material), live)
+            .await
     }
 
     /// SSM has no check-and-set, so the rotation from version N is claimed
@@ -458,6 +570,7 @@ impl KeyProvider for AwsProvider {
         &self,
         key_id: &KeyId,
         expected: &KeyVersion,
+        live: &LiveVersions,
     ) -> Result<Option<DataKey>> {
         let Some(n) = parse_version(expected) else {
             return Ok(None);
@@ -495,9 +608,10 @@ impl KeyProvider for AwsProvider {
         // Claimed: still current? (The claim may come after another writer
         // rotated from N and deleted its marker.)
         let result = match self.describe_parameter(key_id).await {
-            Ok(info) if info.version == n => {
-                self.put_new_version(key_id, info, None).await.map(Some)
-            }
+            Ok(info) if info.version == n => self
+                .put_new_version(key_id, info, None, live)
+                .await
+                .map(Some),
             Ok(_) => Ok(None),
             Err(e) => Err(e),
         };
@@ -525,6 +639,9 @@ impl KeyProvider for AwsProvider {
         }
         meta.current_version = u64::try_from(last.version).ok().map(KeyVersion::from);
         meta.version_count = u64::try_from(history.len()).ok();
+        meta.max_versions = Some(SSM_MAX_VERSIONS);
+        meta.versions_remaining =
+            Some(LiveVersions::all().remaining(SSM_MAX_VERSIONS, &version_list(&history)));
         meta.description = last.description.clone();
         let kms_key = self.kms_key_id.clone().or_else(|| last.kms_key_id.clone());
         if let Some(kms_key) = kms_key {

@@ -12,7 +12,7 @@ use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use kms_core::{
     CacheStats, DataKey, Error, Fingerprint, HealthStatus, KeyId, KeyMaterial, KeyMetadata,
-    KeyProvider, KeyVersion, Result, VersionInfo,
+    KeyProvider, KeyVersion, LiveVersions, Result, VersionInfo,
 };
 use moka::future::Cache;
 
@@ -377,8 +377,8 @@ impl KeyProvider for CachingProvider {
         self.inner.versions(key_id).await
     }
 
-    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
-        let key = self.inner.rotate(key_id).await?;
+    async fn rotate(&self, key_id: &KeyId, live: &LiveVersions) -> Result<DataKey> {
+        let key = self.inner.rotate(key_id, live).await?;
         self.rotated(key_id, &key).await;
         Ok(key)
     }
@@ -390,8 +390,9 @@ impl KeyProvider for CachingProvider {
         &self,
         key_id: &KeyId,
         expected: &KeyVersion,
+        live: &LiveVersions,
     ) -> Result<Option<DataKey>> {
-        let rotated = self.inner.rotate_if_current(key_id, expected).await?;
+        let rotated = self.inner.rotate_if_current(key_id, expected, live).await?;
         match &rotated {
             Some(key) => self.rotated(key_id, key).await,
             None => self.invalidate_current(key_id).await,
@@ -400,8 +401,13 @@ impl KeyProvider for CachingProvider {
     }
 
     /// The imported version becomes the cached current one, as after `rotate`.
-    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
-        let key = self.inner.import(key_id, material).await?;
+    async fn import(
+        &self,
+        key_id: &KeyId,
+        material: KeyMaterial,
+        live: &LiveVersions,
+    ) -> Result<DataKey> {
+        let key = self.inner.import(key_id, material, live).await?;
         self.rotated(key_id, &key).await;
         Ok(key)
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kms_core::{Error, KeyId, KeyProvider, KeyVersion};
+use kms_core::{Error, KeyId, KeyProvider, KeyVersion, LiveVersions};
 use kms_testing::{Fault, FaultyProvider, MemoryProvider};
 
 use super::*;
@@ -79,7 +79,7 @@ async fn rotation_through_the_cache_is_seen_at_once() {
     let p = faulty();
     let c = cached(p.clone(), CacheConfig::default());
     let before = c.current_key(&id()).await.unwrap();
-    let rotated = c.rotate(&id()).await.unwrap();
+    let rotated = c.rotate(&id(), &LiveVersions::all()).await.unwrap();
     let after = c.current_key(&id()).await.unwrap();
     assert_ne!(before.fingerprint(), rotated.fingerprint());
     assert_eq!(after.fingerprint(), rotated.fingerprint());
@@ -98,7 +98,7 @@ async fn another_instance_sees_a_rotation_after_its_ttl_and_decrypts_at_once() {
     let b = cached(shared.clone(), CacheConfig::with_ttl(ttl));
     let old = b.current_key(&id()).await.unwrap();
 
-    let new = a.rotate(&id()).await.unwrap();
+    let new = a.rotate(&id(), &LiveVersions::all()).await.unwrap();
     // B still encrypts with the version it knows (correct until its TTL ends)...
     assert_eq!(b.current_key(&id()).await.unwrap().version(), old.version());
     // ...but reads A's new version at once, as a miss that fetches it.
@@ -190,7 +190,7 @@ async fn failures_are_not_cached() {
         c.key_version(&id(), &v2).await,
         Err(Error::KeyNotFound { .. })
     ));
-    mem.rotate(&id()).await.unwrap(); // another instance rotates
+    mem.rotate(&id(), &LiveVersions::all()).await.unwrap(); // another instance rotates
     assert!(c.key_version(&id(), &v2).await.is_ok());
 }
 
@@ -220,7 +220,7 @@ async fn invalidate_and_clear() {
 async fn capacity_bounds_the_version_cache() {
     let mem = Arc::new(MemoryProvider::with_key(id()));
     for _ in 0..40 {
-        mem.rotate(&id()).await.unwrap();
+        mem.rotate(&id(), &LiveVersions::all()).await.unwrap();
     }
     let c = cached(
         mem.clone(),

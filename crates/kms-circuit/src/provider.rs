@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kms_core::{
     Cause, DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
-    Result, VersionInfo,
+    LiveVersions, Result, VersionInfo,
 };
 
 use crate::breaker::{Breaker, CircuitState, Rejection};
@@ -227,8 +227,8 @@ impl KeyProvider for ResilientProvider {
     }
 
     /// Timeout and breaker, no retries: see the type's documentation.
-    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
-        self.guarded("rotate", 0, || self.inner.rotate(key_id))
+    async fn rotate(&self, key_id: &KeyId, live: &LiveVersions) -> Result<DataKey> {
+        self.guarded("rotate", 0, || self.inner.rotate(key_id, live))
             .await
     }
 
@@ -237,15 +237,21 @@ impl KeyProvider for ResilientProvider {
         &self,
         key_id: &KeyId,
         expected: &KeyVersion,
+        live: &LiveVersions,
     ) -> Result<Option<DataKey>> {
         self.guarded("rotate_if_current", 0, || {
-            self.inner.rotate_if_current(key_id, expected)
+            self.inner.rotate_if_current(key_id, expected, live)
         })
         .await
     }
 
     /// Timeout and breaker, no retries, as `rotate` (each call stores a version).
-    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+    async fn import(
+        &self,
+        key_id: &KeyId,
+        material: KeyMaterial,
+        live: &LiveVersions,
+    ) -> Result<DataKey> {
         // With no retries the call runs once: the material moves into it.
         let material = std::sync::Mutex::new(Some(material));
         self.guarded("import", 0, || {
@@ -255,7 +261,7 @@ impl KeyProvider for ResilientProvider {
                 .take();
             async move {
                 match material {
-                    Some(material) => self.inner.import(key_id, material).await,
+                    Some(material) => self.inner.import(key_id, material, live).await,
                     None => Err(Error::Provider {
                         provider: self.inner.name(),
                         message: "an import was attempted twice".into(),

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kms_core::{Error, KeyId, KeyProvider, KeyVersion};
+use kms_core::{Error, KeyId, KeyProvider, KeyVersion, LiveVersions};
 use kms_testing::{Fault, FaultyProvider, MemoryProvider};
 
 use crate::{CircuitState, ResilienceConfig, ResilientProvider};
@@ -182,7 +182,7 @@ async fn breaker_opens_fails_fast_then_closes_after_a_good_trial() {
         assert_fails_fast(&e);
         assert!(e.is_temporary());
     }
-    assert_fails_fast(&p.rotate(&id).await.unwrap_err());
+    assert_fails_fast(&p.rotate(&id, &LiveVersions::all()).await.unwrap_err());
     assert_eq!(
         faulty.calls(),
         6,
@@ -318,11 +318,23 @@ async fn permanent_errors_never_open_the_breaker() {
 async fn rotate_is_not_retried() {
     let (faulty, p, id) = setup(fast(3));
     faulty.set_fault(Fault::Temporary);
-    assert!(p.rotate(&id).await.unwrap_err().is_temporary());
+    assert!(
+        p.rotate(&id, &LiveVersions::all())
+            .await
+            .unwrap_err()
+            .is_temporary()
+    );
     assert_eq!(faulty.calls(), 1);
 
     faulty.set_fault(Fault::None);
-    assert_eq!(p.rotate(&id).await.unwrap().version().as_str(), "2");
+    assert_eq!(
+        p.rotate(&id, &LiveVersions::all())
+            .await
+            .unwrap()
+            .version()
+            .as_str(),
+        "2"
+    );
     assert_eq!(faulty.calls(), 2);
     assert_eq!(p.current_key(&id).await.unwrap().version().as_str(), "2");
 }
@@ -336,7 +348,7 @@ async fn rotate_still_times_out_and_counts_for_the_breaker() {
     });
     faulty.set_fault(Fault::Hang);
     for _ in 0..2 {
-        let e = within(Duration::from_secs(2), p.rotate(&id))
+        let e = within(Duration::from_secs(2), p.rotate(&id, &LiveVersions::all()))
             .await
             .unwrap_err();
         assert_eq!(cause(&e), "timed out after 200 ms");

@@ -204,7 +204,9 @@ pub(crate) async fn run(args: MigrateArgs) -> Result<ExitCode, Error> {
         return env_target(&plan, args.reveal_env_keys);
     }
     let to = target.builder.key_id(key_id.clone()).build().await?;
-    let to = to.provider().clone();
+    // Below the key cache: the plan and the read-back after writing see
+    // what the target stores, not the cache's copies.
+    let to = to.uncached_provider();
     let plan = match migrate::plan(from.as_ref(), to.as_ref(), &key_id).await {
         Ok(plan) => plan,
         Err(e) => return Ok(failed(&e)),

@@ -130,6 +130,30 @@ pub enum Error {
         minimum: String,
     },
 
+    /// Writing a new version of the key (a rotation, an import) would make
+    /// the provider delete a version that may still decrypt data: the
+    /// provider keeps only `max_versions` versions (Vault's `max_versions`,
+    /// SSM's 100) and the oldest live one would be evicted. Nothing was
+    /// written. Permanent until an operator acts: rewrap the old data
+    /// (`kms rewrap`), then set the minimum decryption version
+    /// (`KMS_MIN_DECRYPTION_VERSION`) past the old versions, or raise the
+    /// provider's limit.
+    #[error(
+        "a new version of encryption key {key_id} would make the {provider} provider delete version {oldest_live}, which may still decrypt data ({detail}): nothing was written; rewrap the old data with `kms rewrap`, then set KMS_MIN_DECRYPTION_VERSION to a newer version, or raise max_versions"
+    )]
+    RetentionExhausted {
+        /// Name of the provider.
+        provider: &'static str,
+        /// The key id.
+        key_id: String,
+        /// The oldest version that may still decrypt data.
+        oldest_live: String,
+        /// How many versions the provider keeps, when known.
+        max_versions: Option<u64>,
+        /// Why the limit could not be raised, or what else to do.
+        detail: String,
+    },
+
     /// The provider answered something this library does not understand.
     /// Permanent.
     #[error("unexpected response from the {provider} provider: {message}")]
@@ -176,6 +200,7 @@ impl Error {
             Error::Unsupported { .. } => "UNSUPPORTED",
             Error::Conflict { .. } => "CONFLICT",
             Error::KeyVersionRetired { .. } => "KEY_VERSION_RETIRED",
+            Error::RetentionExhausted { .. } => "RETENTION_EXHAUSTED",
             Error::Provider { .. } => "PROVIDER_ERROR",
         }
     }
@@ -297,6 +322,30 @@ mod tests {
             "key version 3 of key default is retired (minimum decryption version is 5): rewrap the data"
         );
         assert_eq!(e.code(), "KEY_VERSION_RETIRED");
+    }
+
+    #[test]
+    fn retention_refusal_names_the_fix() {
+        let e = Error::RetentionExhausted {
+            provider: "vault",
+            key_id: "default".into(),
+            oldest_live: "1".into(),
+            max_versions: Some(10),
+            detail: "it keeps 10 versions; the token may not update secret/metadata/default".into(),
+        };
+        let text = e.to_string();
+        for part in [
+            "delete version 1",
+            "keeps 10 versions",
+            "nothing was written",
+            "kms rewrap",
+            "KMS_MIN_DECRYPTION_VERSION",
+            "max_versions",
+        ] {
+            assert!(text.contains(part), "{text}");
+        }
+        assert!(e.is_permanent());
+        assert_eq!(e.code(), "RETENTION_EXHAUSTED");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod error;
 pub mod format;
 pub mod key;
 pub mod provider;
+pub mod retention;
 pub mod settings;
 
 pub use async_trait::async_trait;
@@ -14,3 +15,4 @@ pub use error::{BoxError, Cause, Error, Result, SharedError};
 pub use format::{Envelope, IvLength};
 pub use key::{DataKey, Fingerprint, KeyId, KeyMaterial, KeyVersion};
 pub use provider::{CacheStats, HealthStatus, KeyMetadata, KeyProvider, VersionInfo, resolve_key};
+pub use retention::LiveVersions;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::format::Envelope;
 use crate::key::{DataKey, KeyId, KeyMaterial, KeyVersion};
+use crate::retention::LiveVersions;
 
 /// A source of data keys: env variables, AWS SSM, Google Secret Manager,
 /// HashiCorp Vault, or a wrapper around another provider (cache, retries,
@@ -38,11 +39,14 @@ pub trait KeyProvider: Send + Sync + Debug + 'static {
     async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>>;
 
     /// Creates a new current version of a key. Older versions stay readable,
-    /// so every existing ciphertext stays decryptable.
+    /// so every existing ciphertext stays decryptable: a provider that
+    /// evicts old versions (Vault's `max_versions`, SSM's 100) first makes
+    /// sure that no version in `live` would be evicted, and refuses with
+    /// [`Error::RetentionExhausted`] before writing when it cannot.
     ///
     /// The default refuses with [`Error::Unsupported`].
-    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
-        let _ = key_id;
+    async fn rotate(&self, key_id: &KeyId, live: &LiveVersions) -> Result<DataKey> {
+        let _ = (key_id, live);
         Err(Error::Unsupported {
             provider: self.name(),
             message: "this provider cannot create key versions".into(),
@@ -57,6 +61,8 @@ pub trait KeyProvider: Send + Sync + Debug + 'static {
     /// `Ok(None)`: the current version is no longer `expected` (another
     /// writer rotated first); nothing was written.
     ///
+    /// Keeps `live` as [`rotate`](Self::rotate) does.
+    ///
     /// The default reads the current version and calls
     /// [`rotate`](Self::rotate) when it is `expected`. That is **racy**: two
     /// callers may both see `expected` and both rotate. Providers with a
@@ -66,12 +72,13 @@ pub trait KeyProvider: Send + Sync + Debug + 'static {
         &self,
         key_id: &KeyId,
         expected: &KeyVersion,
+        live: &LiveVersions,
     ) -> Result<Option<DataKey>> {
         let current = self.current_key(key_id).await?;
         if current.version() != expected {
             return Ok(None);
         }
-        self.rotate(key_id).await.map(Some)
+        self.rotate(key_id, live).await.map(Some)
     }
 
     /// Stores `material` as a new current version of a key, creating the key
@@ -80,12 +87,17 @@ pub trait KeyProvider: Send + Sync + Debug + 'static {
     /// provider to another (oldest first, so the newest copied is current).
     ///
     /// Not idempotent (each call makes a version) and never retried by the
-    /// resilience layer, like [`rotate`](Self::rotate).
+    /// resilience layer; keeps `live` as [`rotate`](Self::rotate) does.
     ///
     /// The default refuses with [`Error::Unsupported`] (for example the env
     /// provider, whose keys live in variables it cannot write).
-    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
-        let _ = (key_id, material);
+    async fn import(
+        &self,
+        key_id: &KeyId,
+        material: KeyMaterial,
+        live: &LiveVersions,
+    ) -> Result<DataKey> {
+        let _ = (key_id, material, live);
         Err(Error::Unsupported {
             provider: self.name(),
             message: "this provider cannot store key versions".into(),
@@ -114,18 +126,24 @@ impl<P: KeyProvider + ?Sized> KeyProvider for Arc<P> {
     async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
         (**self).versions(key_id).await
     }
-    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
-        (**self).rotate(key_id).await
+    async fn rotate(&self, key_id: &KeyId, live: &LiveVersions) -> Result<DataKey> {
+        (**self).rotate(key_id, live).await
     }
     async fn rotate_if_current(
         &self,
         key_id: &KeyId,
         expected: &KeyVersion,
+        live: &LiveVersions,
     ) -> Result<Option<DataKey>> {
-        (**self).rotate_if_current(key_id, expected).await
+        (**self).rotate_if_current(key_id, expected, live).await
     }
-    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
-        (**self).import(key_id, material).await
+    async fn import(
+        &self,
+        key_id: &KeyId,
+        material: KeyMaterial,
+        live: &LiveVersions,
+    ) -> Result<DataKey> {
+        (**self).import(key_id, material, live).await
     }
     async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
         (**self).metadata(key_id).await
@@ -149,18 +167,24 @@ impl<P: KeyProvider + ?Sized> KeyProvider for Box<P> {
     async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
         (**self).versions(key_id).await
     }
-    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
-        (**self).rotate(key_id).await
+    async fn rotate(&self, key_id: &KeyId, live: &LiveVersions) -> Result<DataKey> {
+        (**self).rotate(key_id, live).await
     }
     async fn rotate_if_current(
         &self,
         key_id: &KeyId,
         expected: &KeyVersion,
+        live: &LiveVersions,
     ) -> Result<Option<DataKey>> {
-        (**self).rotate_if_current(key_id, expected).await
+        (**self).rotate_if_current(key_id, expected, live).await
     }
-    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
-        (**self).import(key_id, material).await
+    async fn import(
+        &self,
+        key_id: &KeyId,
+        material: KeyMaterial,
+        live: &LiveVersions,
+    ) -> Result<DataKey> {
+        (**self).import(key_id, material, live).await
     }
     async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
         (**self).metadata(key_id).await
@@ -281,6 +305,18 @@ pub struct KeyMetadata {
     pub current_version: Option<KeyVersion>,
     /// How many versions the provider holds.
     pub version_count: Option<u64>,
+    /// How many versions the provider keeps of this key before it deletes
+    /// the oldest (Vault's effective `max_versions`, SSM's 100); `None` when
+    /// it deletes none (Google Secret Manager, env).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_versions: Option<u64>,
+    /// How many more versions the key can take before a live version (one
+    /// that may still decrypt data) would be evicted; `None` when the
+    /// provider evicts nothing. Computed by the provider with every version
+    /// live; the facade recomputes it from the key's minimum decryption
+    /// version ([`LiveVersions::remaining`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions_remaining: Option<u64>,
 }
 
 impl KeyMetadata {
@@ -299,6 +335,8 @@ impl KeyMetadata {
             provider: provider.into(),
             current_version: None,
             version_count: None,
+            max_versions: None,
+            versions_remaining: None,
         }
     }
 }
@@ -328,6 +366,11 @@ pub struct HealthStatus {
     /// Key cache figures when a cache is in the stack.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheStats>,
+    /// Something an operator should act on although the provider answers
+    /// (for example: the key can take fewer than two more versions before
+    /// rotation is refused to protect live versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// Counters of a key cache, as reported in [`HealthStatus::cache`].
@@ -374,6 +417,7 @@ impl HealthStatus {
             error: None,
             circuit: None,
             cache: None,
+            warning: None,
         }
     }
 

@@ -9,8 +9,8 @@ use std::sync::Once;
 use async_trait::async_trait;
 use hkdf::Hkdf;
 use kms_core::{
-    DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion, Result,
-    VersionInfo,
+    DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
+    LiveVersions, Result, VersionInfo,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
@@ -266,7 +266,7 @@ impl KeyProvider for EnvProvider {
             .collect())
     }
 
-    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
+    async fn rotate(&self, key_id: &KeyId, _live: &LiveVersions) -> Result<DataKey> {
         self.lookup(key_id)?;
         Err(Error::Unsupported {
             provider: PROVIDER,
@@ -383,7 +383,10 @@ mod tests {
     #[tokio::test]
     async fn rotate_explains_how() {
         let p = EnvProvider::builder().encryption_key(K1).build().unwrap();
-        let err = p.rotate(&KeyId::default()).await.unwrap_err();
+        let err = p
+            .rotate(&KeyId::default(), &LiveVersions::all())
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Unsupported { .. }));
         let text = err.to_string();
         assert!(text.contains("ENCRYPTION_KEY_PREVIOUS"), "{text}");

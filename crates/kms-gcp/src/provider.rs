@@ -11,8 +11,8 @@ use google_cloud_secretmanager_v1::model::{
     AccessSecretVersionResponse, Replication, Secret, SecretPayload, SecretVersion,
 };
 use kms_core::{
-    DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion, Result,
-    VersionInfo,
+    DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
+    LiveVersions, Result, VersionInfo,
 };
 use zeroize::Zeroizing;
 
@@ -383,7 +383,9 @@ impl KeyProvider for GcpProvider {
             .collect())
     }
 
-    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
+    /// Secret Manager deletes no version by itself (versions are only
+    /// disabled or destroyed on request), so no live version is at risk.
+    async fn rotate(&self, key_id: &KeyId, _live: &LiveVersions) -> Result<DataKey> {
         let material = KeyMaterial::generate();
         let listed = self
             .add_version(key_id, &material)
@@ -404,6 +406,7 @@ impl KeyProvider for GcpProvider {
         &self,
         key_id: &KeyId,
         expected: &KeyVersion,
+        live: &LiveVersions,
     ) -> Result<Option<DataKey>> {
         let Some(n) = secret_version(expected) else {
             return Ok(None);
@@ -469,12 +472,17 @@ impl KeyProvider for GcpProvider {
             }
             return Err(e.into_error(key_id, None));
         }
-        self.rotate(key_id).await.map(Some)
+        self.rotate(key_id, live).await.map(Some)
     }
 
     /// Adds a version holding `material`, as `rotate` does; when the secret
     /// does not exist it is created first (automatic replication).
-    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+    async fn import(
+        &self,
+        key_id: &KeyId,
+        material: KeyMaterial,
+        _live: &LiveVersions,
+    ) -> Result<DataKey> {
         let listed = match self.add_version(key_id, &material).await {
             Err(e) if e.kind == Kind::NotFound => match self.create_secret(key_id).await {
                 // Created here, or by another writer just now.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use kms_core::{
     DataKey, Error, Fingerprint, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider,
-    KeyVersion, Result, VersionInfo,
+    KeyVersion, LiveVersions, Result, VersionInfo,
 };
 use metrics::Unit;
 
@@ -486,9 +486,9 @@ impl KeyProvider for MeteredProvider {
         result
     }
 
-    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
+    async fn rotate(&self, key_id: &KeyId, live: &LiveVersions) -> Result<DataKey> {
         let started = Instant::now();
-        let result = self.inner.rotate(key_id).await;
+        let result = self.inner.rotate(key_id, live).await;
         self.key_result(Op::Rotate, key_id, None, started, &result);
         result
     }
@@ -497,9 +497,10 @@ impl KeyProvider for MeteredProvider {
         &self,
         key_id: &KeyId,
         expected: &KeyVersion,
+        live: &LiveVersions,
     ) -> Result<Option<DataKey>> {
         let started = Instant::now();
-        let result = self.inner.rotate_if_current(key_id, expected).await;
+        let result = self.inner.rotate_if_current(key_id, expected, live).await;
         let elapsed = started.elapsed();
         let report = match &result {
             Ok(Some(key)) => Report {
@@ -534,9 +535,14 @@ impl KeyProvider for MeteredProvider {
         result
     }
 
-    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+    async fn import(
+        &self,
+        key_id: &KeyId,
+        material: KeyMaterial,
+        live: &LiveVersions,
+    ) -> Result<DataKey> {
         let started = Instant::now();
-        let result = self.inner.import(key_id, material).await;
+        let result = self.inner.import(key_id, material, live).await;
         self.key_result(Op::Import, key_id, None, started, &result);
         result
     }

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kms_core::{KeyId, KeyMaterial, KeyProvider, KeyVersion};
+use kms_core::{KeyId, KeyMaterial, KeyProvider, KeyVersion, LiveVersions};
 use kms_testing::capture::{self, Captured};
 use kms_testing::{Fault, FaultyProvider, MemoryProvider};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
@@ -85,7 +85,10 @@ fn errors_are_counted_by_kind_and_alerted() {
     let ((), c) = observe(async {
         faulty.set_fault(Fault::Permanent);
         metered.current_key(&id()).await.unwrap_err();
-        metered.rotate(&id()).await.unwrap_err();
+        metered
+            .rotate(&id(), &LiveVersions::all())
+            .await
+            .unwrap_err();
         faulty.set_fault(Fault::None);
         metered
             .key_version(&id(), &KeyVersion::from(9))
@@ -174,17 +177,17 @@ fn unavailable_raises_the_error_alert() {
 fn rotations_are_counted_by_outcome() {
     let metered = MeteredProvider::new(MemoryProvider::with_key(id()), TelemetryConfig::default());
     let ((), c) = observe(async {
-        let v2 = metered.rotate(&id()).await.unwrap();
+        let v2 = metered.rotate(&id(), &LiveVersions::all()).await.unwrap();
         assert_eq!(v2.version().as_str(), "2");
         // Check-and-set against the current version: rotates.
         let v3 = metered
-            .rotate_if_current(&id(), v2.version())
+            .rotate_if_current(&id(), v2.version(), &LiveVersions::all())
             .await
             .unwrap();
         assert!(v3.is_some());
         // Against a stale version: skipped.
         let none = metered
-            .rotate_if_current(&id(), v2.version())
+            .rotate_if_current(&id(), v2.version(), &LiveVersions::all())
             .await
             .unwrap();
         assert!(none.is_none());
@@ -340,13 +343,17 @@ fn every_trait_method_is_forwarded() {
             .await
             .unwrap();
         metered.versions(&id()).await.unwrap();
-        metered.rotate(&id()).await.unwrap();
+        metered.rotate(&id(), &LiveVersions::all()).await.unwrap();
         metered
-            .rotate_if_current(&id(), &KeyVersion::from(2))
+            .rotate_if_current(&id(), &KeyVersion::from(2), &LiveVersions::all())
             .await
             .unwrap();
         let imported = metered
-            .import(&id(), KeyMaterial::from_bytes([0x11; 32]))
+            .import(
+                &id(),
+                KeyMaterial::from_bytes([0x11; 32]),
+                &LiveVersions::all(),
+            )
             .await
             .unwrap();
         assert_eq!(imported.version().as_str(), "4");

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use kms_core::{
     Cause, DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
-    Result, VersionInfo,
+    LiveVersions, Result, VersionInfo,
 };
 
 #[cfg(feature = "capture")]
@@ -23,9 +23,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// An in-memory provider: versions numbered from 1, rotation supported.
+///
+/// With [`with_max_versions`](Self::with_max_versions) it keeps only the
+/// newest N versions of a key, as Vault's KV `max_versions` does, and like
+/// every provider of the workspace refuses a write that would evict a live
+/// version ([`Error::RetentionExhausted`]).
 #[derive(Default)]
 pub struct MemoryProvider {
     keys: Mutex<HashMap<KeyId, Vec<DataKey>>>,
+    max_versions: Option<u64>,
 }
 
 impl fmt::Debug for MemoryProvider {
@@ -58,18 +64,79 @@ impl MemoryProvider {
         p
     }
 
-    /// Adds `material` as the new current version of `key_id`; returns it.
+    /// Keeps only the newest `max` versions of each key (at least 1).
+    #[must_use]
+    pub fn with_max_versions(mut self, max: u64) -> Self {
+        self.max_versions = Some(max.max(1));
+        self
+    }
+
+    /// Adds `material` as the new current version of `key_id`, evicting
+    /// the oldest versions beyond the limit, live or not (this is how a
+    /// test sets up a provider that already lost versions); returns it.
     pub fn add_version(&self, key_id: &KeyId, material: KeyMaterial) -> DataKey {
         let mut keys = lock(&self.keys);
         let versions = keys.entry(key_id.clone()).or_default();
+        self.push(key_id, versions, material)
+    }
+
+    /// Appends a version and evicts beyond `max_versions`.
+    fn push(&self, key_id: &KeyId, versions: &mut Vec<DataKey>, material: KeyMaterial) -> DataKey {
+        let next = versions
+            .last()
+            .and_then(|k| k.version().as_str().parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
         let key = DataKey::with_created_at(
             key_id.clone(),
-            KeyVersion::from(versions.len() as u64 + 1),
+            KeyVersion::from(next),
             material,
             Some(Utc::now()),
         );
         versions.push(key.clone());
+        if let Some(max) = self.max_versions {
+            let max = usize::try_from(max).unwrap_or(usize::MAX);
+            if versions.len() > max {
+                versions.drain(..versions.len() - max);
+            }
+        }
         key
+    }
+
+    /// A write under the lock: refuses when it would evict a live version.
+    fn write(
+        &self,
+        key_id: &KeyId,
+        expected: Option<&KeyVersion>,
+        material: KeyMaterial,
+        create: bool,
+        live: &LiveVersions,
+    ) -> Result<Option<DataKey>> {
+        let mut keys = lock(&self.keys);
+        if !create && !keys.contains_key(key_id) {
+            return Err(Error::key_not_found(key_id, None::<&str>));
+        }
+        let versions = keys.entry(key_id.clone()).or_default();
+        if let Some(expected) = expected
+            && versions.last().map(DataKey::version) != Some(expected)
+        {
+            return Ok(None);
+        }
+        if let Some(max) = self.max_versions {
+            let listed = list(versions);
+            if live.remaining(max, &listed) == 0
+                && let Some(oldest) = live.oldest_live(&listed)
+            {
+                return Err(Error::RetentionExhausted {
+                    provider: "memory",
+                    key_id: key_id.to_string(),
+                    oldest_live: oldest.version.to_string(),
+                    max_versions: Some(max),
+                    detail: format!("it keeps {max} versions and cannot keep more"),
+                });
+            }
+        }
+        Ok(Some(self.push(key_id, versions, material)))
     }
 
     fn versions_of(&self, key_id: &KeyId) -> Result<Vec<DataKey>> {
@@ -100,16 +167,14 @@ impl KeyProvider for MemoryProvider {
     }
 
     async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
-        Ok(self
-            .versions_of(key_id)?
-            .iter()
-            .map(|k| VersionInfo::new(k.version().clone(), k.created_at(), true))
-            .collect())
+        Ok(list(&self.versions_of(key_id)?))
     }
 
-    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
-        self.versions_of(key_id)?;
-        Ok(self.add_version(key_id, KeyMaterial::generate()))
+    async fn rotate(&self, key_id: &KeyId, live: &LiveVersions) -> Result<DataKey> {
+        self.write(key_id, None, KeyMaterial::generate(), false, live)?
+            .ok_or_else(|| Error::Conflict {
+                key_id: key_id.to_string(),
+            })
     }
 
     /// Atomic: the check and the new version happen under one lock.
@@ -117,27 +182,22 @@ impl KeyProvider for MemoryProvider {
         &self,
         key_id: &KeyId,
         expected: &KeyVersion,
+        live: &LiveVersions,
     ) -> Result<Option<DataKey>> {
-        let mut keys = lock(&self.keys);
-        let versions = keys
-            .get_mut(key_id)
-            .ok_or_else(|| Error::key_not_found(key_id, None::<&str>))?;
-        if versions.last().map(DataKey::version) != Some(expected) {
-            return Ok(None);
-        }
-        let key = DataKey::with_created_at(
-            key_id.clone(),
-            KeyVersion::from(versions.len() as u64 + 1),
-            KeyMaterial::generate(),
-            Some(Utc::now()),
-        );
-        versions.push(key.clone());
-        Ok(Some(key))
+        self.write(key_id, Some(expected), KeyMaterial::generate(), false, live)
     }
 
     /// Creates the key when it does not exist.
-    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
-        Ok(self.add_version(key_id, material))
+    async fn import(
+        &self,
+        key_id: &KeyId,
+        material: KeyMaterial,
+        live: &LiveVersions,
+    ) -> Result<DataKey> {
+        self.write(key_id, None, material, true, live)?
+            .ok_or_else(|| Error::Conflict {
+                key_id: key_id.to_string(),
+            })
     }
 
     async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
@@ -151,12 +211,24 @@ impl KeyProvider for MemoryProvider {
             .and_then(DataKey::created_at);
         m.current_version = versions.last().map(|k| k.version().clone());
         m.version_count = Some(versions.len() as u64);
+        m.max_versions = self.max_versions;
+        m.versions_remaining = self
+            .max_versions
+            .map(|max| LiveVersions::all().remaining(max, &list(&versions)));
         Ok(m)
     }
 
     async fn health(&self) -> HealthStatus {
         HealthStatus::healthy(self.name(), 0)
     }
+}
+
+/// The version list of stored keys, oldest first.
+fn list(versions: &[DataKey]) -> Vec<VersionInfo> {
+    versions
+        .iter()
+        .map(|k| VersionInfo::new(k.version().clone(), k.created_at(), true))
+        .collect()
 }
 
 /// What a [`FaultyProvider`] does to each call.
@@ -293,23 +365,29 @@ impl KeyProvider for FaultyProvider {
         self.inner.versions(key_id).await
     }
 
-    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
+    async fn rotate(&self, key_id: &KeyId, live: &LiveVersions) -> Result<DataKey> {
         self.enter().await?;
-        self.inner.rotate(key_id).await
+        self.inner.rotate(key_id, live).await
     }
 
     async fn rotate_if_current(
         &self,
         key_id: &KeyId,
         expected: &KeyVersion,
+        live: &LiveVersions,
     ) -> Result<Option<DataKey>> {
         self.enter().await?;
-        self.inner.rotate_if_current(key_id, expected).await
+        self.inner.rotate_if_current(key_id, expected, live).await
     }
 
-    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
+    async fn import(
+        &self,
+        key_id: &KeyId,
+        material: KeyMaterial,
+        live: &LiveVersions,
+    ) -> Result<DataKey> {
         self.enter().await?;
-        self.inner.import(key_id, material).await
+        self.inner.import(key_id, material, live).await
     }
 
     async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
@@ -340,7 +418,7 @@ mod tests {
         let id = KeyId::default();
         let p = MemoryProvider::with_key(id.clone());
         let v1 = p.current_key(&id).await.unwrap();
-        let v2 = p.rotate(&id).await.unwrap();
+        let v2 = p.rotate(&id, &LiveVersions::all()).await.unwrap();
         assert_eq!(v1.version().as_str(), "1");
         assert_eq!(v2.version().as_str(), "2");
         assert_eq!(

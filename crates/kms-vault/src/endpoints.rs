@@ -1,4 +1,4 @@
-//! Two Vault endpoints with response types of our own.
+//! Vault endpoints of our own (vaultrs's do not fit).
 //!
 //! - `sys/health`: vaultrs 0.8's `ReadHealthResponse` requires a
 //!   `performance_standby` field that OpenBao does not send, so
@@ -61,5 +61,39 @@ impl Endpoint for LookupSelf {
 
     fn method(&self) -> RequestMethod {
         RequestMethod::GET
+    }
+}
+
+/// `POST /v1/{mount}/metadata/{path}` with only `max_versions`: raises how
+/// many versions a KV secret keeps. vaultrs's `SetSecretMetadataRequest`
+/// is not used because it may send its other fields as `null`; this body
+/// holds the one field, so `cas_required`, `delete_version_after` and
+/// `custom_metadata` keep their values.
+#[derive(Debug)]
+pub(crate) struct SetMaxVersions {
+    pub(crate) mount: String,
+    pub(crate) path: String,
+    pub(crate) max_versions: u64,
+}
+
+impl Endpoint for SetMaxVersions {
+    type Response = serde::de::IgnoredAny;
+    const REQUEST_BODY_TYPE: RequestType = RequestType::JSON;
+    const RESPONSE_BODY_TYPE: ResponseType = ResponseType::JSON;
+
+    fn path(&self) -> String {
+        format!("/{}/metadata/{}", self.mount, self.path)
+    }
+
+    fn method(&self) -> RequestMethod {
+        RequestMethod::POST
+    }
+
+    fn body(&self) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(Some(
+            serde_json::json!({ "max_versions": self.max_versions })
+                .to_string()
+                .into_bytes(),
+        ))
     }
 }

@@ -6,9 +6,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
+use kms_core::retention::LOW_RETENTION;
 use kms_core::{
-    DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion, Result,
-    VersionInfo,
+    DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
+    LiveVersions, Result, VersionInfo,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -288,6 +289,141 @@ impl VaultProvider {
         }
     }
 
+    /// The mount's `max_versions` (`GET <mount>/config`); `None` when the
+    /// token may not read it.
+    async fn mount_max_versions(&self) -> Result<Option<u64>, CallError> {
+        let what = format!("read {}/config", self.mount);
+        let read = self
+            .call(|client| {
+                let what = what.clone();
+                async move {
+                    vaultrs::kv2::config::read(&*client, &self.mount)
+                        .await
+                        .map_err(|e| CallError::from_client(what, e))
+                }
+            })
+            .await;
+        match read {
+            Ok(config) => Ok(Some(config.max_versions)),
+            Err(e) if matches!(e.kind, Kind::Denied | Kind::NotFound) => {
+                tracing::debug!(
+                    target: "kms::vault",
+                    mount = %self.mount,
+                    error = %e,
+                    "cannot read the mount's max_versions"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How many versions the secret keeps: the larger of its own and the
+    /// mount's `max_versions`, 10 when both are 0 (the rule of Vault and
+    /// OpenBao KV v2). `None` when the secret sets none and the mount's
+    /// cannot be read.
+    async fn max_versions(
+        &self,
+        meta: &ReadSecretMetadataResponse,
+    ) -> Result<Option<u64>, CallError> {
+        let mount = self.mount_max_versions().await?;
+        Ok(effective_max_versions(meta.max_versions, mount))
+    }
+
+    /// Makes sure that writing one more version evicts no live version:
+    /// when the secret's window would be too small (or cannot be known),
+    /// raises its `max_versions` to fit the live versions plus
+    /// [`HEADROOM`] more; when the token may not, refuses with
+    /// [`Error::RetentionExhausted`] unless the write fits as it is.
+    async fn make_room(
+        &self,
+        key_id: &KeyId,
+        meta: &ReadSecretMetadataResponse,
+        live: &LiveVersions,
+    ) -> Result<()> {
+        let listed: Vec<VersionInfo> = list_versions(meta).into_iter().map(|(_, v)| v).collect();
+        let Some(oldest_live) = live.oldest_live(&listed) else {
+            return Ok(()); // Nothing live: nothing to protect.
+        };
+        // Slots the live versions take once the new version is written.
+        let needed = live.slots(&listed) + 1;
+        let max = self
+            .max_versions(meta)
+            .await
+            .map_err(|e| e.into_error(key_id, None))?;
+        // Enough room, with LOW_RETENTION versions to spare after this one
+        // (so that health checks have nothing to warn about).
+        if max.is_some_and(|m| m >= needed + LOW_RETENTION) {
+            return Ok(());
+        }
+        let target = (needed + HEADROOM).max(max.unwrap_or(0));
+        let path = self.secret_path(key_id);
+        let what = format!(
+            "raise max_versions of {}/metadata/{path} to {target}",
+            self.mount
+        );
+        let raised = self
+            .call(|client| {
+                let (path, what) = (path.clone(), what.clone());
+                async move {
+                    vaultrs::api::exec_with_empty(
+                        &*client,
+                        endpoints::SetMaxVersions {
+                            mount: self.mount.clone(),
+                            path,
+                            max_versions: target,
+                        },
+                    )
+                    .await
+                    .map_err(|e| CallError::from_client(what, e))
+                }
+            })
+            .await;
+        match raised {
+            Ok(()) => {
+                tracing::info!(
+                    target: "kms::vault",
+                    key_id = %key_id,
+                    max_versions = target,
+                    previous = ?max,
+                    "raised the secret's max_versions so that no live key version is deleted"
+                );
+                Ok(())
+            }
+            Err(e) if e.kind == Kind::Denied => {
+                if let Some(m) = max
+                    && needed <= m
+                {
+                    tracing::warn!(
+                        target: "kms::vault",
+                        key_id = %key_id,
+                        max_versions = m,
+                        "the key can take no more versions after this one without deleting a live version, and the token may not raise max_versions: rewrap old data and set KMS_MIN_DECRYPTION_VERSION"
+                    );
+                    return Ok(());
+                }
+                let keeps = match max {
+                    Some(m) => format!("it keeps {m} versions"),
+                    None => format!(
+                        "the token may not read {}/config, so how many versions the mount keeps is unknown",
+                        self.mount
+                    ),
+                };
+                Err(Error::RetentionExhausted {
+                    provider: PROVIDER,
+                    key_id: key_id.to_string(),
+                    oldest_live: oldest_live.version.to_string(),
+                    max_versions: max,
+                    detail: format!(
+                        "{keeps}; the token may not update {}/metadata/{path} to raise max_versions",
+                        self.mount
+                    ),
+                })
+            }
+            Err(e) => Err(e.into_error(key_id, None)),
+        }
+    }
+
     /// Writes a new KV version with check-and-set on the current one.
     /// With `expected`, returns `None` when the current version is another
     /// one or the check-and-set fails (another writer rotated first);
@@ -301,14 +437,21 @@ impl VaultProvider {
         key_id: &KeyId,
         expected: Option<u64>,
         material: Option<KeyMaterial>,
+        live: &LiveVersions,
     ) -> Result<Option<DataKey>> {
-        let current = match self.read_metadata(key_id).await {
-            Ok(meta) => meta.current_version,
-            Err(e) if e.kind == Kind::NotFound && material.is_some() => 0,
+        let meta = match self.read_metadata(key_id).await {
+            Ok(meta) => Some(meta),
+            Err(e) if e.kind == Kind::NotFound && material.is_some() => None,
             Err(e) => return Err(e.into_error(key_id, None)),
         };
+        let current = meta.as_ref().map_or(0, |m| m.current_version);
         if expected.is_some_and(|e| e != current) {
             return Ok(None);
+        }
+        if let Some(meta) = &meta {
+            // The check-and-set below fails if another version is written
+            // in between, so this check holds for the write it guards.
+            self.make_room(key_id, meta, live).await?;
         }
         let description = match current {
             0 => None,
@@ -449,6 +592,25 @@ fn with_token(client: &VaultClient, token: &str) -> VaultClient {
     }
 }
 
+/// How many versions KV v2 keeps when neither the secret nor the mount sets it.
+const DEFAULT_MAX_VERSIONS: u64 = 10;
+
+/// How many versions beyond the live ones a raised `max_versions` leaves
+/// room for, so that it is raised once per this many rotations.
+const HEADROOM: u64 = 10;
+
+/// KV v2's rule: the larger of the secret's and the mount's
+/// `max_versions`, [`DEFAULT_MAX_VERSIONS`] when both are 0. With the
+/// mount's unknown, the secret's own is a lower bound when it sets one.
+fn effective_max_versions(secret: u64, mount: Option<u64>) -> Option<u64> {
+    match (secret, mount) {
+        (0, None) => None,
+        (s, None) => Some(s),
+        (0, Some(0)) => Some(DEFAULT_MAX_VERSIONS),
+        (s, Some(m)) => Some(s.max(m)),
+    }
+}
+
 /// Vault's timestamps: RFC 3339 with nanoseconds.
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
@@ -539,8 +701,8 @@ impl KeyProvider for VaultProvider {
         Ok(list_versions(&meta).into_iter().map(|(_, v)| v).collect())
     }
 
-    async fn rotate(&self, key_id: &KeyId) -> Result<DataKey> {
-        self.rotate_cas(key_id, None, None)
+    async fn rotate(&self, key_id: &KeyId, live: &LiveVersions) -> Result<DataKey> {
+        self.rotate_cas(key_id, None, None, live)
             .await?
             .ok_or_else(|| Error::Conflict {
                 key_id: key_id.to_string(),
@@ -550,8 +712,13 @@ impl KeyProvider for VaultProvider {
     /// A KV write with check-and-set on the current version (0 when the
     /// secret does not exist yet: it is created), with the same fields as
     /// `rotate`; a lost race is `Error::Conflict`.
-    async fn import(&self, key_id: &KeyId, material: KeyMaterial) -> Result<DataKey> {
-        self.rotate_cas(key_id, None, Some(material))
+    async fn import(
+        &self,
+        key_id: &KeyId,
+        material: KeyMaterial,
+        live: &LiveVersions,
+    ) -> Result<DataKey> {
+        self.rotate_cas(key_id, None, Some(material), live)
             .await?
             .ok_or_else(|| Error::Conflict {
                 key_id: key_id.to_string(),
@@ -563,9 +730,10 @@ impl KeyProvider for VaultProvider {
         &self,
         key_id: &KeyId,
         expected: &KeyVersion,
+        live: &LiveVersions,
     ) -> Result<Option<DataKey>> {
         match kv_version(expected) {
-            Some(n) => self.rotate_cas(key_id, Some(n), None).await,
+            Some(n) => self.rotate_cas(key_id, Some(n), None, live).await,
             // Not a KV version number: it cannot be the current version.
             None => Ok(None),
         }
@@ -597,6 +765,14 @@ impl KeyProvider for VaultProvider {
         m.enabled = current.is_some_and(|(_, v)| v.enabled);
         m.current_version = Some(KeyVersion::from(meta.current_version));
         m.version_count = Some(versions.len() as u64);
+        m.max_versions = self
+            .max_versions(&meta)
+            .await
+            .map_err(|e| e.into_error(key_id, None))?;
+        let listed: Vec<VersionInfo> = versions.into_iter().map(|(_, v)| v).collect();
+        m.versions_remaining = m
+            .max_versions
+            .map(|max| LiveVersions::all().remaining(max, &listed));
         Ok(m)
     }
 
@@ -616,6 +792,16 @@ mod tests {
         assert!(!is_live(true, ""));
         assert!(!is_live(false, "2024-01-01T00:00:00.123456789Z"));
         assert!(is_live(false, "2999-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn effective_max_versions_follows_kv_v2() {
+        assert_eq!(effective_max_versions(0, Some(0)), Some(10));
+        assert_eq!(effective_max_versions(0, Some(3)), Some(3));
+        assert_eq!(effective_max_versions(20, Some(3)), Some(20));
+        assert_eq!(effective_max_versions(5, Some(30)), Some(30));
+        assert_eq!(effective_max_versions(0, None), None);
+        assert_eq!(effective_max_versions(7, None), Some(7));
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::time::Instant;
 use kms_cache::CachingProvider;
 use kms_circuit::{CircuitState, ResilientProvider};
 use kms_core::format::{self, Envelope};
+use kms_core::retention::LOW_RETENTION;
 use kms_core::{
-    CacheStats, Error, HealthStatus, IvLength, KeyId, KeyMetadata, KeyProvider, KeyVersion, Result,
-    crypto, resolve_key,
+    CacheStats, Error, HealthStatus, IvLength, KeyId, KeyMetadata, KeyProvider, KeyVersion,
+    LiveVersions, Result, crypto, resolve_key,
 };
 
 use kms_telemetry::AUDIT_TARGET;
@@ -169,6 +170,18 @@ impl Kms {
         }
     }
 
+    /// The provider stack below the key cache (resilience and metrics,
+    /// when the facade built the stack; else the provider itself): for
+    /// tools that must see what the provider stores, such as the read-back
+    /// of [`crate::migrate::MigrationPlan::apply`].
+    #[must_use]
+    pub fn uncached_provider(&self) -> Arc<dyn KeyProvider> {
+        match &self.circuit {
+            Some(guarded) => guarded.clone(),
+            None => self.provider.clone(),
+        }
+    }
+
     /// The circuit breaker's state, when the facade built the stack.
     #[must_use]
     pub fn circuit_state(&self) -> Option<CircuitState> {
@@ -299,11 +312,21 @@ impl Kms {
     /// Creates a new version of the configured key; new encryptions use it,
     /// older ciphertexts stay decryptable. Returns the new version.
     ///
+    /// No live version is lost: where the provider keeps a limited number
+    /// of versions (Vault's `max_versions`, SSM's 100), it makes room
+    /// (Vault: raises the secret's `max_versions` when the token may) or
+    /// refuses before writing. Live are the versions at or after the key's
+    /// minimum decryption version, all of them when it has none.
+    ///
     /// # Errors
-    /// [`Error::Unsupported`] for providers that cannot rotate (env), or
-    /// provider errors.
+    /// [`Error::Unsupported`] for providers that cannot rotate (env),
+    /// [`Error::RetentionExhausted`] when the new version would evict a
+    /// live one, or provider errors.
     pub async fn rotate(&self) -> Result<KeyVersion> {
-        let key = self.provider.rotate(&self.key_id).await?;
+        let key = self
+            .provider
+            .rotate(&self.key_id, &self.live_versions())
+            .await?;
         tracing::info!(
             target: "kms",
             key_id = %self.key_id,
@@ -314,17 +337,49 @@ impl Kms {
         Ok(key.version().clone())
     }
 
-    /// Metadata of the configured key.
+    /// The versions of the configured key that may still decrypt data:
+    /// those at or after its minimum decryption version, all without one.
+    #[must_use]
+    pub fn live_versions(&self) -> LiveVersions {
+        LiveVersions::from_optional(self.min_decryption_version(&self.key_id).cloned())
+    }
+
+    /// Metadata of the configured key. `versionsRemaining` counts how many
+    /// more versions the key can take before a live version would be
+    /// evicted (see [`Kms::live_versions`]); `None` when the provider
+    /// evicts nothing.
     ///
     /// # Errors
     /// Provider errors.
     pub async fn metadata(&self) -> Result<KeyMetadata> {
-        self.provider.metadata(&self.key_id).await
+        let mut meta = self.provider.metadata(&self.key_id).await?;
+        let live = self.live_versions();
+        if let (Some(max), Some(_)) = (meta.max_versions, live.minimum()) {
+            let versions = self.provider.versions(&self.key_id).await?;
+            meta.versions_remaining = Some(live.remaining(max, &versions));
+        }
+        Ok(meta)
     }
 
-    /// Health of the provider stack.
+    /// Health of the provider stack. A healthy provider whose key can take
+    /// fewer than two more versions before a live one would be evicted
+    /// (so the next rotation may be refused) carries a `warning` that says
+    /// so and what to do.
     pub async fn health(&self) -> HealthStatus {
-        self.provider.health().await
+        let mut status = self.provider.health().await;
+        if status.healthy
+            && let Ok(meta) = self.metadata().await
+            && let Some(remaining) = meta.versions_remaining
+            && remaining < LOW_RETENTION
+        {
+            status.warning = Some(format!(
+                "key {} can take {remaining} more version(s) before the {} provider would delete a version that may still decrypt data (it keeps {} versions): rewrap old data with `kms rewrap` and set KMS_MIN_DECRYPTION_VERSION, or raise max_versions",
+                self.key_id,
+                meta.provider,
+                meta.max_versions.unwrap_or_default(),
+            ));
+        }
+        status
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use kms_core::{DataKey, Error, KeyId, KeyProvider, KeyVersion, Result, VersionInfo};
+use kms_core::{DataKey, Error, KeyId, KeyProvider, KeyVersion, LiveVersions, Result, VersionInfo};
 
 use crate::client::Kms;
 
@@ -50,10 +50,17 @@ impl LifecycleConfig {
                 MinVersions::load(kms.provider(), &self.min_versions).await?,
             ))
         };
+        let live = LiveVersions::from_optional(
+            retired
+                .as_ref()
+                .and_then(|r| r.minimum(kms.key_id()))
+                .cloned(),
+        );
         let schedule = match self.rotation_period {
             Some(period) if !period.is_zero() => Some(Arc::new(Schedule::start(
                 kms.provider().clone(),
                 kms.key_id().clone(),
+                live,
                 period,
                 self.interval_for(period),
             ))),
@@ -255,6 +262,7 @@ impl Schedule {
     fn start(
         provider: Arc<dyn KeyProvider>,
         key_id: KeyId,
+        live: LiveVersions,
         period: Duration,
         interval: Duration,
     ) -> Self {
@@ -272,7 +280,7 @@ impl Schedule {
             let mut wait = jittered(interval / 2);
             loop {
                 tokio::time::sleep(wait).await;
-                let _ = check_rotation(&*provider, &key_id, period).await;
+                let _ = check_rotation(&*provider, &key_id, &live, period).await;
                 wait = jittered(interval);
             }
         });
@@ -285,7 +293,9 @@ impl Schedule {
 }
 
 /// One check of scheduled rotation: rotates `key_id` with check-and-set
-/// when its current version is at least `period` old. Returns the new key
+/// when its current version is at least `period` old, keeping `live` (a
+/// provider that would have to evict a live version refuses, and the
+/// refusal is logged at every check until an operator acts). Returns the new key
 /// when this call rotated it. Logs every outcome worth knowing; never key
 /// bytes.
 ///
@@ -294,9 +304,10 @@ impl Schedule {
 pub(crate) async fn check_rotation(
     provider: &dyn KeyProvider,
     key_id: &KeyId,
+    live: &LiveVersions,
     period: Duration,
 ) -> Result<Option<DataKey>> {
-    let result = check_rotation_inner(provider, key_id, period).await;
+    let result = check_rotation_inner(provider, key_id, live, period).await;
     if let Err(e) = &result {
         tracing::warn!(
             target: "kms",
@@ -312,6 +323,7 @@ pub(crate) async fn check_rotation(
 async fn check_rotation_inner(
     provider: &dyn KeyProvider,
     key_id: &KeyId,
+    live: &LiveVersions,
     period: Duration,
 ) -> Result<Option<DataKey>> {
     // The provider's own list (never cached): the current version is the
@@ -334,7 +346,9 @@ async fn check_rotation_inner(
         tracing::trace!(target: "kms", key_id = %key_id, version = %current.version, "current key version not due for rotation");
         return Ok(None);
     }
-    let rotated = provider.rotate_if_current(key_id, &current.version).await?;
+    let rotated = provider
+        .rotate_if_current(key_id, &current.version, live)
+        .await?;
     match &rotated {
         Some(key) => tracing::info!(
             target: "kms",
@@ -372,7 +386,7 @@ mod tests {
     ) -> Result<(Kms, Arc<MemoryProvider>)> {
         let p = Arc::new(MemoryProvider::with_key(id()));
         for _ in 1..n {
-            p.rotate(&id()).await.unwrap();
+            p.rotate(&id(), &LiveVersions::all()).await.unwrap();
         }
         let kms = builder(Kms::builder().provider_arc(p.clone()))
             .build()
@@ -389,10 +403,10 @@ mod tests {
             .await
             .unwrap();
         let v1 = plain.encrypt_str("one", b"").await.unwrap();
-        p.rotate(&id()).await.unwrap();
+        p.rotate(&id(), &LiveVersions::all()).await.unwrap();
         plain.clear_cache();
         let v2 = plain.encrypt_str("two", b"").await.unwrap();
-        p.rotate(&id()).await.unwrap();
+        p.rotate(&id(), &LiveVersions::all()).await.unwrap();
         plain.clear_cache();
         let v3 = plain.encrypt_str("three", b"").await.unwrap();
 
@@ -431,7 +445,7 @@ mod tests {
                 .await
                 .unwrap();
         // Another instance rotates: version 3 is not in the cached list.
-        p.rotate(&id()).await.unwrap();
+        p.rotate(&id(), &LiveVersions::all()).await.unwrap();
         let other = Kms::builder()
             .provider_arc(p.clone())
             .build()
@@ -501,12 +515,14 @@ mod tests {
     async fn check_rotates_only_when_due() {
         let p = MemoryProvider::with_key(id());
         assert!(
-            check_rotation(&p, &id(), Duration::from_secs(3600))
+            check_rotation(&p, &id(), &LiveVersions::all(), Duration::from_secs(3600))
                 .await
                 .unwrap()
                 .is_none()
         );
-        let rotated = check_rotation(&p, &id(), Duration::ZERO).await.unwrap();
+        let rotated = check_rotation(&p, &id(), &LiveVersions::all(), Duration::ZERO)
+            .await
+            .unwrap();
         assert_eq!(rotated.unwrap().version().as_str(), "2");
     }
 
@@ -514,8 +530,18 @@ mod tests {
     async fn check_and_set_gives_one_rotation() {
         let p = MemoryProvider::with_key(id());
         let v1 = KeyVersion::from(1);
-        assert!(p.rotate_if_current(&id(), &v1).await.unwrap().is_some());
-        assert!(p.rotate_if_current(&id(), &v1).await.unwrap().is_none());
+        assert!(
+            p.rotate_if_current(&id(), &v1, &LiveVersions::all())
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            p.rotate_if_current(&id(), &v1, &LiveVersions::all())
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(p.versions(&id()).await.unwrap().len(), 2);
     }
 
@@ -574,5 +600,84 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(p.versions(&id()).await.unwrap().len() >= 2);
         drop(clone);
+    }
+
+    /// A provider that keeps 3 versions (as Vault's `max_versions`): the
+    /// rotation that would evict the oldest live version is refused before
+    /// writing; with a minimum decryption version, retired versions may go.
+    #[tokio::test]
+    async fn rotation_never_evicts_a_live_version() {
+        let p = Arc::new(MemoryProvider::with_key(id()).with_max_versions(3));
+        let kms = Kms::builder()
+            .provider_arc(p.clone())
+            .cache_ttl(Duration::ZERO)
+            .build()
+            .await
+            .unwrap();
+        let mut values = vec![kms.encrypt_str("v1", b"").await.unwrap()];
+        for n in 2..=3 {
+            assert_eq!(kms.rotate().await.unwrap().as_str(), n.to_string());
+            values.push(kms.encrypt_str(&format!("v{n}"), b"").await.unwrap());
+        }
+        let meta = kms.metadata().await.unwrap();
+        assert_eq!((meta.max_versions, meta.versions_remaining), (Some(3), Some(0)));
+        let warning = kms.health().await.warning.unwrap();
+        assert!(warning.contains("0 more version"), "{warning}");
+
+        for _ in 0..3 {
+            let e = kms.rotate().await.unwrap_err();
+            assert_eq!(e.code(), "RETENTION_EXHAUSTED", "{e}");
+            assert!(e.is_permanent());
+            assert!(e.to_string().contains("delete version 1"), "{e}");
+        }
+        assert_eq!(p.versions(&id()).await.unwrap().len(), 3);
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(kms.decrypt_str(v, b"").await.unwrap(), format!("v{}", i + 1));
+        }
+
+        // Version 1 retired: one more rotation may evict it, no more.
+        let retiring = Kms::builder()
+            .provider_arc(p.clone())
+            .cache_ttl(Duration::ZERO)
+            .min_decryption_version(id(), KeyVersion::from(2))
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(retiring.metadata().await.unwrap().versions_remaining, Some(1));
+        assert!(retiring.health().await.warning.is_some());
+        assert_eq!(retiring.rotate().await.unwrap().as_str(), "4");
+        assert_eq!(
+            retiring.rotate().await.unwrap_err().code(),
+            "RETENTION_EXHAUSTED"
+        );
+        assert_eq!(retiring.decrypt_str(&values[1], b"").await.unwrap(), "v2");
+    }
+
+    /// Scheduled rotation over 30 periods against a provider that keeps 3
+    /// versions: it stops at the limit, and every value still decrypts.
+    #[tokio::test]
+    async fn scheduled_rotation_stops_at_the_retention_limit() {
+        let p = Arc::new(MemoryProvider::with_key(id()).with_max_versions(3));
+        let plain = Kms::builder()
+            .provider_arc(p.clone())
+            .cache_ttl(Duration::ZERO)
+            .build()
+            .await
+            .unwrap();
+        let first = plain.encrypt_str("first", b"").await.unwrap();
+        let period = Duration::from_millis(20);
+        let scheduled = Kms::builder()
+            .provider_arc(p.clone())
+            .rotation_period(period)
+            .rotation_check_interval(Duration::from_millis(5))
+            .build()
+            .await
+            .unwrap();
+        tokio::time::sleep(period * 30).await;
+        drop(scheduled);
+        let versions = p.versions(&id()).await.unwrap();
+        assert_eq!(versions.len(), 3);
+        assert_eq!(versions[0].version.as_str(), "1");
+        assert_eq!(plain.decrypt_str(&first, b"").await.unwrap(), "first");
     }
 }

@@ -27,7 +27,9 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use kms_core::{DataKey, Error, Fingerprint, KeyId, KeyMaterial, KeyProvider, KeyVersion};
+use kms_core::{
+    DataKey, Error, Fingerprint, KeyId, KeyMaterial, KeyProvider, KeyVersion, LiveVersions,
+};
 use zeroize::Zeroizing;
 
 /// What a migration does with one source version.
@@ -169,6 +171,23 @@ pub enum MigrateError {
         copied: usize,
         /// Versions the plan had to copy.
         total: usize,
+        /// What the provider said.
+        #[source]
+        source: Error,
+    },
+    /// A version written to the target cannot be read back (for example:
+    /// a later write made the target evict it).
+    #[error(
+        "version {version} of key {key_id} was written to the target ({provider}) but cannot be \
+         read back"
+    )]
+    Verify {
+        /// The target provider.
+        provider: &'static str,
+        /// The key id.
+        key_id: KeyId,
+        /// The target's version that was written.
+        version: KeyVersion,
         /// What the provider said.
         #[source]
         source: Error,
@@ -436,13 +455,22 @@ impl MigrationPlan {
     }
 
     /// Imports the versions to copy into `target`, oldest first, calling
-    /// `progress` after each one. `target` must be the target of [`plan`].
+    /// `progress` after each one, then reads every written version back
+    /// from `target` and compares fingerprints. `target` must be the target
+    /// of [`plan`], and should not answer from a key cache (the CLI passes
+    /// [`Kms::uncached_provider`](crate::Kms::uncached_provider)), so that
+    /// the read-back sees what the provider stores.
+    ///
+    /// Each import keeps every version of the target live
+    /// ([`LiveVersions::all`]): a target that would evict one refuses
+    /// before writing ([`Error::RetentionExhausted`]).
     ///
     /// # Errors
     /// [`MigrateError::Import`] when a write fails (the versions before it
     /// are copied; planning and applying again copies the rest);
-    /// [`MigrateError::Mismatch`] when the target reports other key bytes
-    /// than it was given.
+    /// [`MigrateError::Verify`] when a written version cannot be read
+    /// back; [`MigrateError::Mismatch`] when the target holds other key
+    /// bytes than it was given (both fingerprints are reported).
     pub async fn apply(
         &self,
         target: &dyn KeyProvider,
@@ -454,13 +482,14 @@ impl MigrationPlan {
             skipped: self.skipped(),
             ..MigrationReport::default()
         };
+        let mut expected = Vec::with_capacity(total);
         for planned in &self.versions {
             let (Action::Copy, Some(key)) = (&planned.action, &planned.key) else {
                 continue;
             };
             let material = KeyMaterial::from_bytes(*key.material().expose_secret());
             let written = target
-                .import(&self.key_id, material)
+                .import(&self.key_id, material, &LiveVersions::all())
                 .await
                 .map_err(|source| MigrateError::Import {
                     provider: target.name(),
@@ -470,20 +499,33 @@ impl MigrationPlan {
                     total,
                     source,
                 })?;
-            if written.fingerprint() != key.fingerprint() {
-                return Err(MigrateError::Mismatch {
-                    provider: target.name(),
-                    key_id: self.key_id.clone(),
-                    version: written.version().clone(),
-                    expected: key.fingerprint(),
-                    found: written.fingerprint(),
-                });
-            }
             report.copied += 1;
             report
                 .written
                 .push((planned.version.clone(), written.version().clone()));
+            expected.push(key.fingerprint());
             progress(planned);
+        }
+        // After every write: a later write may have evicted an earlier one.
+        for ((_, version), expected) in report.written.iter().zip(expected) {
+            let stored = target
+                .key_version(&self.key_id, version)
+                .await
+                .map_err(|source| MigrateError::Verify {
+                    provider: target.name(),
+                    key_id: self.key_id.clone(),
+                    version: version.clone(),
+                    source,
+                })?;
+            if stored.fingerprint() != expected {
+                return Err(MigrateError::Mismatch {
+                    provider: target.name(),
+                    key_id: self.key_id.clone(),
+                    version: version.clone(),
+                    expected,
+                    found: stored.fingerprint(),
+                });
+            }
         }
         Ok(report)
     }
@@ -605,7 +647,7 @@ mod tests {
         let report = plan2.apply(&target, |_| {}).await.unwrap();
         assert_eq!((report.copied, report.present), (0, 4));
         // A new source version: only it is copied.
-        source.rotate(&id()).await.unwrap();
+        source.rotate(&id(), &LiveVersions::all()).await.unwrap();
         let plan3 = plan(&source, &target, &id()).await.unwrap();
         assert_eq!((plan3.to_copy(), plan3.present()), (1, 4));
     }

@@ -357,7 +357,7 @@ impl Kms {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
-    use kms_core::{Envelope, KeyId, KeyProvider};
+    use kms_core::{Envelope, KeyId, KeyProvider, LiveVersions};
     use kms_testing::MemoryProvider;
 
     async fn kms() -> (Kms, Arc<MemoryProvider>) {
@@ -383,7 +383,9 @@ mod tests {
     async fn rewrap_text_moves_to_the_current_version() {
         let (kms, p) = kms().await;
         let old = kms.encrypt_str("secret", b"row:1").await.unwrap();
-        p.rotate(&KeyId::default()).await.unwrap();
+        p.rotate(&KeyId::default(), &LiveVersions::all())
+            .await
+            .unwrap();
         kms.clear_cache();
         let new = kms.rewrap_text(&old, b"row:1").await.unwrap();
         assert_eq!(version_of(&old), "1");
@@ -411,7 +413,9 @@ mod tests {
             input.push('\n');
             plain.push(s);
         }
-        p.rotate(&KeyId::default()).await.unwrap();
+        p.rotate(&KeyId::default(), &LiveVersions::all())
+            .await
+            .unwrap();
         kms.clear_cache();
         let mut lines: Vec<String> = input.lines().map(str::to_owned).collect();
         lines[9] = "garbage".into(); // line 10
