@@ -620,7 +620,10 @@ mod tests {
             values.push(kms.encrypt_str(&format!("v{n}"), b"").await.unwrap());
         }
         let meta = kms.metadata().await.unwrap();
-        assert_eq!((meta.max_versions, meta.versions_remaining), (Some(3), Some(0)));
+        assert_eq!(
+            (meta.max_versions, meta.versions_remaining),
+            (Some(3), Some(0))
+        );
         let warning = kms.health().await.warning.unwrap();
         assert!(warning.contains("0 more version"), "{warning}");
 
@@ -632,7 +635,10 @@ mod tests {
         }
         assert_eq!(p.versions(&id()).await.unwrap().len(), 3);
         for (i, v) in values.iter().enumerate() {
-            assert_eq!(kms.decrypt_str(v, b"").await.unwrap(), format!("v{}", i + 1));
+            assert_eq!(
+                kms.decrypt_str(v, b"").await.unwrap(),
+                format!("v{}", i + 1)
+            );
         }
 
         // Version 1 retired: one more rotation may evict it, no more.
@@ -643,7 +649,10 @@ mod tests {
             .build()
             .await
             .unwrap();
-        assert_eq!(retiring.metadata().await.unwrap().versions_remaining, Some(1));
+        assert_eq!(
+            retiring.metadata().await.unwrap().versions_remaining,
+            Some(1)
+        );
         assert!(retiring.health().await.warning.is_some());
         assert_eq!(retiring.rotate().await.unwrap().as_str(), "4");
         assert_eq!(
