@@ -457,3 +457,57 @@ async fn migrate_cli_end_to_end() {
     assert_eq!(gcp.provider().versions(&refused).await.unwrap().len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// 15 versions migrated into OpenBao on its defaults (the mount keeps 10):
+/// every one is imported, read back, and a value encrypted under each
+/// decrypts through the target.
+#[tokio::test]
+async fn migrate_15_versions_into_openbao_keeps_all() {
+    containers::require_docker();
+    let bao = containers::openbao().await;
+    let id = KeyId::new("fifteen").unwrap();
+    let source = std::sync::Arc::new(kms_testing::MemoryProvider::with_key(id.clone()));
+    let source_kms = Kms::builder()
+        .provider_arc(source.clone())
+        .key_id(id.clone())
+        .cache_ttl(std::time::Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    let mut values = Vec::new();
+    for n in 1..=15 {
+        if n > 1 {
+            source.rotate(&id, &LiveVersions::all()).await.unwrap();
+        }
+        values.push(source_kms.encrypt_str(&format!("v{n}"), b"").await.unwrap());
+    }
+    let vars: HashMap<String, String> = [
+        ("KMS_PROVIDER", "vault"),
+        ("KMS_KEY_ID", "fifteen"),
+        ("VAULT_ADDR", bao.addr.as_str()),
+        ("VAULT_TOKEN", bao.root_token.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let target = kms_from(&vars).await;
+    let plan = migrate::plan(source.as_ref(), target.uncached_provider().as_ref(), &id)
+        .await
+        .unwrap();
+    assert_eq!(plan.to_copy(), 15);
+    let report = plan
+        .apply(target.uncached_provider().as_ref(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.copied, 15);
+    let listed = target.provider().versions(&id).await.unwrap();
+    assert_eq!(listed.len(), 15, "{listed:?}");
+    assert!(listed.iter().all(|v| v.enabled));
+    let fresh = kms_from(&vars).await;
+    for (i, ct) in values.iter().enumerate() {
+        assert_eq!(
+            fresh.decrypt_str(ct, b"").await.unwrap(),
+            format!("v{}", i + 1)
+        );
+    }
+}

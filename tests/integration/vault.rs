@@ -514,6 +514,7 @@ async fn vault_approle_login() {
     let policy = r#"
 path "secret/data/boosterbeacon/encryption-keys/*" { capabilities = ["read", "create", "update"] }
 path "secret/metadata/boosterbeacon/encryption-keys/*" { capabilities = ["read"] }
+path "secret/config" { capabilities = ["read"] }
 "#;
     run(s(&[
         "write",
@@ -597,4 +598,212 @@ path "secret/metadata/boosterbeacon/encryption-keys/*" { capabilities = ["read"]
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let after = p.current_key(&id).await.unwrap();
     assert_eq!(before.fingerprint(), after.fingerprint());
+}
+
+/// Runs `bao args...` in the container and returns its standard output.
+async fn bao_ok(bao: &OpenBaoServer, args: &[&str]) -> String {
+    let (code, out, err) = bao.bao(args).await;
+    assert_eq!(code, 0, "bao {}: {err}", args.join(" "));
+    out.trim().to_owned()
+}
+
+/// The secret's own `max_versions`, from `bao kv metadata get`.
+async fn secret_max_versions(bao: &OpenBaoServer, path: &str) -> u64 {
+    let out = bao_ok(bao, &["kv", "metadata", "get", "-format=json", path]).await;
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    json["data"]["max_versions"].as_u64().unwrap()
+}
+
+/// OpenBao's defaults (the mount keeps 10 versions), the spec's set-up,
+/// and 25 rotations by `kms rotate`, one value encrypted under each of the
+/// 26 versions: every value still decrypts through a new instance, every
+/// version is listed, and the secret's `max_versions` was raised (the root
+/// token may) so that the key has room left.
+#[tokio::test]
+async fn vault_retention_25_cli_rotations_lose_nothing() {
+    containers::require_docker();
+    let (bao, _) = server_with_default_key().await;
+    let vars = spec_env(&bao, &[("KMS_CACHE_TTL", "0")]);
+    let kms = kms_from(&vars).await;
+    let mut values = vec![kms.encrypt_str("value 1", b"").await.unwrap()];
+    for n in 2..=26u64 {
+        let (code, _, err) = kms_cli(&vars, &["rotate"], b"").await;
+        assert_eq!(code, 0, "rotation {n}: {err}");
+        kms.clear_cache();
+        let ct = kms.encrypt_str(&format!("value {n}"), b"").await.unwrap();
+        assert_eq!(text_version(&ct), KeyVersion::from(n));
+        values.push(ct);
+    }
+    let fresh = kms_from(&vars).await;
+    for (i, ct) in values.iter().enumerate() {
+        let got = fresh.decrypt_str(ct, b"").await;
+        assert_eq!(got.unwrap(), format!("value {}", i + 1), "value {}", i + 1);
+    }
+    let id = KeyId::default();
+    assert_eq!(fresh.provider().versions(&id).await.unwrap().len(), 26);
+    assert!(secret_max_versions(&bao, &key_path("default")).await >= 28);
+    let meta = fresh.metadata().await.unwrap();
+    assert!(meta.versions_remaining.unwrap() >= 2, "{meta:?}");
+    let health = fresh.health().await;
+    assert!(health.healthy && health.warning.is_none(), "{health:?}");
+}
+
+/// A mount that keeps 3 versions and a token that may read the mount's
+/// configuration but not write the secret's metadata: the rotation that
+/// would delete version 1 is refused (library and CLI) and writes nothing;
+/// a token that cannot even read the mount's configuration is refused at
+/// once; once version 1 is retired (`KMS_MIN_DECRYPTION_VERSION=2`) the
+/// rotation goes through; the root token raises `max_versions` instead.
+#[tokio::test]
+async fn vault_retention_refuses_without_metadata_write() {
+    containers::require_docker();
+    let bao = containers::openbao().await;
+    bao_ok(
+        &bao,
+        &["secrets", "enable", "-path=kv3", "-version=2", "kv"],
+    )
+    .await;
+    bao_ok(&bao, &["write", "kv3/config", "max_versions=3"]).await;
+    let path = "kv3/boosterbeacon/encryption-keys/default";
+    let key = random_hex();
+    bao_ok(&bao, &["kv", "put", path, &format!("key={key}")]).await;
+    let no_meta_write = r#"
+path "kv3/data/boosterbeacon/encryption-keys/*" { capabilities = ["read", "create", "update"] }
+path "kv3/metadata/boosterbeacon/encryption-keys/*" { capabilities = ["read"] }
+path "kv3/config" { capabilities = ["read"] }
+"#;
+    let no_config = r#"
+path "kv3/data/boosterbeacon/encryption-keys/*" { capabilities = ["read", "create", "update"] }
+path "kv3/metadata/boosterbeacon/encryption-keys/*" { capabilities = ["read"] }
+"#;
+    let mut tokens = Vec::new();
+    for (name, policy) in [("no-meta-write", no_meta_write), ("no-config", no_config)] {
+        bao_ok(
+            &bao,
+            &[
+                "write",
+                &format!("sys/policies/acl/{name}"),
+                &format!("policy={policy}"),
+            ],
+        )
+        .await;
+        tokens.push(
+            bao_ok(
+                &bao,
+                &[
+                    "token",
+                    "create",
+                    &format!("-policy={name}"),
+                    "-field=token",
+                ],
+            )
+            .await,
+        );
+    }
+    let env = |token: &str, extra: &[(&str, &str)]| {
+        let mut vars = spec_env(&bao, &[("KMS_VAULT_MOUNT", "kv3"), ("KMS_CACHE_TTL", "0")]);
+        vars.insert("VAULT_TOKEN".into(), token.to_owned());
+        for (k, v) in extra {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        vars
+    };
+
+    // Without read on kv3/config the window is unknown: refused at once.
+    let blind = kms_from(&env(&tokens[1], &[])).await;
+    let err = blind.rotate().await.unwrap_err();
+    assert_eq!(err.code(), "RETENTION_EXHAUSTED", "{err}");
+    assert!(err.to_string().contains("kv3/config"), "{err}");
+
+    let vars = env(&tokens[0], &[]);
+    let kms = kms_from(&vars).await;
+    let first = kms.encrypt_str("first", b"").await.unwrap();
+    assert_eq!(kms.rotate().await.unwrap().as_str(), "2");
+    assert_eq!(kms.rotate().await.unwrap().as_str(), "3");
+    let meta = kms.metadata().await.unwrap();
+    assert_eq!(
+        (meta.max_versions, meta.versions_remaining),
+        (Some(3), Some(0))
+    );
+    assert!(
+        kms.health()
+            .await
+            .warning
+            .unwrap()
+            .contains("0 more version")
+    );
+    let err = kms.rotate().await.unwrap_err();
+    assert_eq!(err.code(), "RETENTION_EXHAUSTED", "{err}");
+    assert!(!err.is_temporary());
+    for part in [
+        "delete version 1",
+        "nothing was written",
+        "kms rewrap",
+        "KMS_MIN_DECRYPTION_VERSION",
+    ] {
+        assert!(err.to_string().contains(part), "{err}");
+    }
+    let (code, _, stderr) = kms_cli(&vars, &["rotate"], b"").await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("kms rewrap"), "{stderr}");
+    let id = KeyId::default();
+    assert_eq!(kms.provider().versions(&id).await.unwrap().len(), 3);
+    assert_eq!(kms.decrypt_str(&first, b"").await.unwrap(), "first");
+    assert!(!stderr.contains(&key) && !err.to_string().contains(&key));
+
+    // Version 1 retired: the next rotation may evict it.
+    let retiring = kms_from(&env(&tokens[0], &[("KMS_MIN_DECRYPTION_VERSION", "2")])).await;
+    assert_eq!(retiring.rotate().await.unwrap().as_str(), "4");
+    assert_eq!(
+        retiring.rotate().await.unwrap_err().code(),
+        "RETENTION_EXHAUSTED"
+    );
+
+    // The root token may raise the secret's max_versions: nothing refused.
+    let root = kms_from(&env(&bao.root_token, &[])).await;
+    assert_eq!(root.rotate().await.unwrap().as_str(), "5");
+    assert!(secret_max_versions(&bao, path).await >= 5);
+    let listed = root.provider().versions(&id).await.unwrap();
+    assert_eq!(listed.first().unwrap().version.as_str(), "2", "{listed:?}");
+}
+
+/// Scheduled rotation with a 250 ms period on OpenBao's defaults, for 30
+/// periods and more: every version stays (the secret's `max_versions` is
+/// raised as it goes) and a value encrypted under each still decrypts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_retention_scheduled_rotation_30_periods() {
+    containers::require_docker();
+    let (bao, _) = server_with_default_key().await;
+    let plain_vars = spec_env(&bao, &[("KMS_CACHE_TTL", "0")]);
+    let plain = kms_from(&plain_vars).await;
+    let scheduled = kms_from(&spec_env(
+        &bao,
+        &[("KMS_ROTATION_PERIOD", "250ms"), ("KMS_CACHE_TTL", "0")],
+    ))
+    .await;
+    let id = KeyId::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut values = Vec::new();
+    loop {
+        values.push(plain.encrypt_str("periodic", b"").await.unwrap());
+        let n = plain.provider().versions(&id).await.unwrap().len();
+        if n >= 31 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {n} versions after 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(scheduled);
+    let listed = plain.provider().versions(&id).await.unwrap();
+    for (i, v) in listed.iter().enumerate() {
+        assert_eq!(v.version, KeyVersion::from(i as u64 + 1));
+        assert!(v.enabled);
+    }
+    let fresh = kms_from(&plain_vars).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for ct in &values {
+        assert_eq!(fresh.decrypt_str(ct, b"").await.unwrap(), "periodic");
+        seen.insert(text_version(ct));
+    }
+    assert!(seen.len() > 10, "values under only {} versions", seen.len());
 }
