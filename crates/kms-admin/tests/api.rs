@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use kms::{KeyId, Kms};
+use kms::{KeyId, KeyProvider, Kms};
 use kms_admin::{AdminConfig, AuthConfig, Lookup, SharedKms};
 use kms_testing::capture::LogCapture;
 use kms_testing::{Fault, FaultyProvider, MemoryProvider};
@@ -257,6 +257,38 @@ async fn rotate_creates_a_version_and_old_data_still_decrypts() {
         shared.kms().decrypt_str(&before, b"row:1").await.unwrap(),
         "card 4242"
     );
+}
+
+/// A provider that keeps 2 versions: the rotation that would delete
+/// version 1 is a 409 naming the fix; metadata and health say so first.
+#[tokio::test]
+async fn rotate_that_would_evict_a_live_version_is_a_409() {
+    let memory = Arc::new(MemoryProvider::with_key(KeyId::default()).with_max_versions(2));
+    let kms = Kms::builder()
+        .provider_arc(memory.clone())
+        .build()
+        .await
+        .unwrap();
+    let (app, _) = app(kms, config());
+    let r = call(Method::POST, ROTATE).send(&app).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let meta = call(Method::GET, METADATA).send(&app).await;
+    assert_eq!(meta.json["data"]["maxVersions"], 2);
+    assert_eq!(meta.json["data"]["versionsRemaining"], 0);
+    let health = call(Method::GET, HEALTH).send(&app).await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert!(
+        health.json["data"]["warning"]
+            .as_str()
+            .unwrap()
+            .contains("kms rewrap"),
+        "{}",
+        health.text
+    );
+    let r = call(Method::POST, ROTATE).send(&app).await;
+    assert_error(&r, StatusCode::CONFLICT, "RETENTION_EXHAUSTED");
+    assert!(r.text.contains("KMS_MIN_DECRYPTION_VERSION"), "{}", r.text);
+    assert_eq!(memory.versions(&KeyId::default()).await.unwrap().len(), 2);
 }
 
 #[tokio::test]

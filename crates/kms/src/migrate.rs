@@ -685,6 +685,88 @@ mod tests {
         assert!(plan(&source, &target, &id()).await.unwrap().is_done());
     }
 
+    /// A target that stores other bytes than it is given, and says it
+    /// stored them: only the read-back can tell.
+    #[derive(Debug)]
+    struct Lying(MemoryProvider);
+
+    #[kms_core::async_trait]
+    impl KeyProvider for Lying {
+        fn name(&self) -> &'static str {
+            "lying"
+        }
+        async fn current_key(&self, key_id: &KeyId) -> kms_core::Result<DataKey> {
+            self.0.current_key(key_id).await
+        }
+        async fn key_version(
+            &self,
+            key_id: &KeyId,
+            version: &KeyVersion,
+        ) -> kms_core::Result<DataKey> {
+            self.0.key_version(key_id, version).await
+        }
+        async fn versions(&self, key_id: &KeyId) -> kms_core::Result<Vec<kms_core::VersionInfo>> {
+            self.0.versions(key_id).await
+        }
+        async fn import(
+            &self,
+            key_id: &KeyId,
+            material: KeyMaterial,
+            live: &LiveVersions,
+        ) -> kms_core::Result<DataKey> {
+            let stored = self.0.import(key_id, KeyMaterial::generate(), live).await?;
+            Ok(DataKey::new(
+                key_id.clone(),
+                stored.version().clone(),
+                material,
+            ))
+        }
+        async fn metadata(&self, key_id: &KeyId) -> kms_core::Result<kms_core::KeyMetadata> {
+            self.0.metadata(key_id).await
+        }
+        async fn health(&self) -> kms_core::HealthStatus {
+            self.0.health().await
+        }
+    }
+
+    #[tokio::test]
+    async fn read_back_reports_both_fingerprints_of_a_mismatch() {
+        let source = source_with(2);
+        let target = Lying(MemoryProvider::new());
+        let p = plan(&source, &target, &id()).await.unwrap();
+        let err = p.apply(&target, |_| {}).await.unwrap_err();
+        let MigrateError::Mismatch {
+            expected, found, ..
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_ne!(expected, found);
+        let text = err.to_string();
+        assert!(
+            text.contains(&expected.to_string()) && text.contains(&found.to_string()),
+            "{text}"
+        );
+    }
+
+    /// A target that keeps 2 versions cannot take 3 live ones: the third
+    /// import is refused before writing and nothing is evicted.
+    #[tokio::test]
+    async fn a_target_without_room_refuses_and_keeps_what_it_has() {
+        let source = source_with(3);
+        let target = MemoryProvider::new().with_max_versions(2);
+        let p = plan(&source, &target, &id()).await.unwrap();
+        let err = p.apply(&target, |_| {}).await.unwrap_err();
+        let MigrateError::Import { copied, source, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(*copied, 2);
+        assert_eq!(source.code(), "RETENTION_EXHAUSTED");
+        let kept = target.versions(&id()).await.unwrap();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].version.as_str(), "1");
+    }
+
     #[tokio::test]
     async fn nothing_shows_key_bytes() {
         let source = source_with(2);
