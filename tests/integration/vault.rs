@@ -646,6 +646,15 @@ async fn vault_retention_25_cli_rotations_lose_nothing() {
     assert!(meta.versions_remaining.unwrap() >= 2, "{meta:?}");
     let health = fresh.health().await;
     assert!(health.healthy && health.warning.is_none(), "{health:?}");
+    // The CLI's metadata reports the same.
+    let (code, out, err) = kms_cli(&vars, &["metadata"], b"").await;
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(json["data"]["maxVersions"].as_u64().unwrap() >= 28, "{out}");
+    assert_eq!(
+        json["data"]["versionsRemaining"],
+        meta.versions_remaining.unwrap()
+    );
 }
 
 /// A mount that keeps 3 versions and a token that may read the mount's
@@ -732,6 +741,9 @@ path "kv3/metadata/boosterbeacon/encryption-keys/*" { capabilities = ["read"] }
             .unwrap()
             .contains("0 more version")
     );
+    let (code, out, err) = kms_cli(&vars, &["health"], b"").await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0 more version"), "{out}");
     let err = kms.rotate().await.unwrap_err();
     assert_eq!(err.code(), "RETENTION_EXHAUSTED", "{err}");
     assert!(!err.is_temporary());

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -49,6 +50,9 @@ pub struct VaultProvider {
     session: RwLock<Session>,
     /// Serializes AppRole logins, so concurrent 403s cause one login.
     login: tokio::sync::Mutex<()>,
+    /// The mount's `max_versions` as last read, for `metadata` (health
+    /// checks call it often); writes always read it afresh.
+    mount_max: RwLock<Option<(Instant, Option<u64>)>>,
 }
 
 impl fmt::Debug for VaultProvider {
@@ -115,6 +119,7 @@ impl VaultProvider {
                 generation: 0,
             }),
             login: tokio::sync::Mutex::new(()),
+            mount_max: RwLock::new(None),
         };
         if provider.approle.is_some() {
             provider.log_in(0).await.map_err(|e| {
@@ -303,7 +308,7 @@ impl VaultProvider {
                 }
             })
             .await;
-        match read {
+        let read = match read {
             Ok(config) => Ok(Some(config.max_versions)),
             Err(e) if matches!(e.kind, Kind::Denied | Kind::NotFound) => {
                 tracing::debug!(
@@ -315,6 +320,26 @@ impl VaultProvider {
                 Ok(None)
             }
             Err(e) => Err(e),
+        };
+        if let Ok(max) = read {
+            *self
+                .mount_max
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), max));
+        }
+        read
+    }
+
+    /// [`mount_max_versions`](Self::mount_max_versions), answered from the
+    /// last read when it is younger than [`MOUNT_CONFIG_TTL`].
+    async fn mount_max_versions_cached(&self) -> Result<Option<u64>, CallError> {
+        let cached = *self
+            .mount_max
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        match cached {
+            Some((at, max)) if at.elapsed() < MOUNT_CONFIG_TTL => Ok(max),
+            _ => self.mount_max_versions().await,
         }
     }
 
@@ -592,6 +617,9 @@ fn with_token(client: &VaultClient, token: &str) -> VaultClient {
     }
 }
 
+/// How long `metadata` trusts the mount's `max_versions` as last read.
+const MOUNT_CONFIG_TTL: Duration = Duration::from_secs(60);
+
 /// How many versions KV v2 keeps when neither the secret nor the mount sets it.
 const DEFAULT_MAX_VERSIONS: u64 = 10;
 
@@ -765,10 +793,11 @@ impl KeyProvider for VaultProvider {
         m.enabled = current.is_some_and(|(_, v)| v.enabled);
         m.current_version = Some(KeyVersion::from(meta.current_version));
         m.version_count = Some(versions.len() as u64);
-        m.max_versions = self
-            .max_versions(&meta)
+        let mount_max = self
+            .mount_max_versions_cached()
             .await
             .map_err(|e| e.into_error(key_id, None))?;
+        m.max_versions = effective_max_versions(meta.max_versions, mount_max);
         let listed: Vec<VersionInfo> = versions.into_iter().map(|(_, v)| v).collect();
         m.versions_remaining = m
             .max_versions
