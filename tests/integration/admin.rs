@@ -18,9 +18,9 @@ use crate::vault::{kms_cli, spec_env};
 const ADMIN_TOKEN: &str = "integration-admin-token-0123456789";
 
 /// A `kms serve` child process; killed if still running when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     /// Everything it printed on stdout up to "Stop with Ctrl-C.".
     banner: String,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
@@ -36,7 +36,7 @@ impl Drop for Server {
 impl Server {
     /// Starts `kms <args> serve --bind 127.0.0.1:<free port>` with only
     /// `PATH` and `vars` in its environment; returns once it has printed its banner.
-    fn start(vars: &HashMap<String, String>, global_args: &[&str]) -> Server {
+    pub(crate) fn start(vars: &HashMap<String, String>, global_args: &[&str]) -> Server {
         let port = containers::free_port();
         let bin = crate::vault::kms_binary();
         let mut child = Command::new(bin)
@@ -70,6 +70,10 @@ impl Server {
             }
             banner.push_str(&line);
         }
+        // Keep draining stdout so that the process never blocks on it.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut out, &mut std::io::sink());
+        });
         Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -95,13 +99,13 @@ impl Server {
         }
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 }
 
 /// `curl -s -w '\n%{http_code}' args...`: (status, body as JSON or text).
-async fn curl(args: Vec<String>) -> (u16, String) {
+pub(crate) async fn curl(args: Vec<String>) -> (u16, String) {
     let out = tokio::task::spawn_blocking(move || {
         Command::new("curl")
             .args(["-s", "-w", "\n%{http_code}"])

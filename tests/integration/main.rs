@@ -12,6 +12,7 @@ mod env;
 mod gcp;
 mod harness;
 mod lifecycle;
+mod load;
 mod memory;
 mod migrate;
 mod scenarios;
