@@ -473,4 +473,26 @@ async fn aws_retention_101_rotations_lose_nothing() {
         retiring.rotate().await.unwrap_err().code(),
         "RETENTION_EXHAUSTED"
     );
+
+    // An operator's label on the oldest (retired) version: our check lets
+    // the write through (version 2 is retired), SSM refuses it, and the
+    // refusal names that version and its label.
+    aws.ssm
+        .label_parameter_version()
+        .name(parameter("default"))
+        .parameter_version(2)
+        .labels("ops-keep")
+        .send()
+        .await
+        .unwrap();
+    let retiring3 =
+        kms_from(&aws.env(&[("KMS_CACHE_TTL", "0"), ("KMS_MIN_DECRYPTION_VERSION", "3")])).await;
+    let err = retiring3.rotate().await.unwrap_err();
+    assert_eq!(err.code(), "RETENTION_EXHAUSTED", "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("delete version 2") && text.contains("ops-keep"),
+        "{text}"
+    );
+    assert_eq!(retiring3.provider().versions(&id).await.unwrap().len(), 100);
 }

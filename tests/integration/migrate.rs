@@ -458,56 +458,112 @@ async fn migrate_cli_end_to_end() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// 15 versions migrated into OpenBao on its defaults (the mount keeps 10):
-/// every one is imported, read back, and a value encrypted under each
-/// decrypts through the target.
+/// `kms migrate` of an env key with 15 versions (`ENCRYPTION_KEY` and 14
+/// previous keys) into OpenBao on its defaults (the mount keeps 10), with
+/// the least-privilege token the Vault provider documents: all 15 are
+/// copied (the provider raises the secret's `max_versions`), read back,
+/// and every value decrypts through the target. The same token without
+/// metadata `update` is refused before the 10th version would be evicted,
+/// and nothing written is lost.
 #[tokio::test]
 async fn migrate_15_versions_into_openbao_keeps_all() {
     containers::require_docker();
     let bao = containers::openbao().await;
-    let id = KeyId::new("fifteen").unwrap();
-    let source = std::sync::Arc::new(kms_testing::MemoryProvider::with_key(id.clone()));
-    let source_kms = Kms::builder()
-        .provider_arc(source.clone())
-        .key_id(id.clone())
-        .cache_ttl(std::time::Duration::ZERO)
-        .build()
-        .await
-        .unwrap();
-    let mut values = Vec::new();
-    for n in 1..=15 {
-        if n > 1 {
-            source.rotate(&id, &LiveVersions::all()).await.unwrap();
-        }
-        values.push(source_kms.encrypt_str(&format!("v{n}"), b"").await.unwrap());
+    let key_id = "fifteen";
+    let keys = EnvKeys(
+        (0..15)
+            .map(|_| KeyMaterial::generate().to_hex().to_string())
+            .collect(),
+    );
+    let mut corpus = Vec::new();
+    for chunk in 0..15 {
+        let kms = kms_from(&keys.vars(key_id, chunk)).await;
+        encrypt_chunk(&kms, "fifteen", chunk, &mut corpus).await;
     }
-    let vars: HashMap<String, String> = [
-        ("KMS_PROVIDER", "vault"),
-        ("KMS_KEY_ID", "fifteen"),
-        ("VAULT_ADDR", bao.addr.as_str()),
-        ("VAULT_TOKEN", bao.root_token.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let target = kms_from(&vars).await;
-    let plan = migrate::plan(source.as_ref(), target.uncached_provider().as_ref(), &id)
-        .await
-        .unwrap();
-    assert_eq!(plan.to_copy(), 15);
-    let report = plan
-        .apply(target.uncached_provider().as_ref(), |_| {})
-        .await
-        .unwrap();
-    assert_eq!(report.copied, 15);
+    let run = |args: Vec<String>| {
+        let bao = &bao;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, out, err) = bao.bao(&args).await;
+            assert_eq!(code, 0, "bao {}: {err}", args.join(" "));
+            out.trim().to_owned()
+        }
+    };
+    let documented = r#"
+path "secret/data/boosterbeacon/encryption-keys/*"     { capabilities = ["read", "create", "update"] }
+path "secret/metadata/boosterbeacon/encryption-keys/*" { capabilities = ["read", "update"] }
+path "secret/config"                                   { capabilities = ["read"] }
+"#;
+    let no_update = documented.replace(r#"["read", "update"]"#, r#"["read"]"#);
+    let mut tokens = Vec::new();
+    for (name, policy) in [
+        ("documented", documented.to_owned()),
+        ("no-update", no_update),
+    ] {
+        run(vec![
+            "write".into(),
+            format!("sys/policies/acl/{name}"),
+            format!("policy={policy}"),
+        ])
+        .await;
+        tokens.push(
+            run(vec![
+                "token".into(),
+                "create".into(),
+                format!("-policy={name}"),
+                "-field=token".into(),
+            ])
+            .await,
+        );
+    }
+    let target_vars = |id: &str, token: &str| -> HashMap<String, String> {
+        [
+            ("KMS_PROVIDER", "vault"),
+            ("KMS_KEY_ID", id),
+            ("VAULT_ADDR", bao.addr.as_str()),
+            ("VAULT_TOKEN", token),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    };
+    let cli_vars = |id: &str, token: &str| -> HashMap<String, String> {
+        let mut vars: HashMap<String, String> = keys
+            .vars(id, 14)
+            .into_iter()
+            .map(|(k, v)| (format!("SRC_{k}"), v))
+            .collect();
+        vars.extend(
+            target_vars(id, token)
+                .into_iter()
+                .map(|(k, v)| (format!("DST_{k}"), v)),
+        );
+        vars
+    };
+    let apply = ["migrate", "--from", "SRC_", "--to", "DST_", "--apply"];
+
+    // The documented policy: all 15 copied and read back.
+    let (code, out, err) = kms_cli(&cli_vars(key_id, &tokens[0]), &apply, b"").await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("copied 15, already present 0"), "{out}");
+    let target = kms_from(&target_vars(key_id, &tokens[0])).await;
+    let id = KeyId::new(key_id).unwrap();
     let listed = target.provider().versions(&id).await.unwrap();
     assert_eq!(listed.len(), 15, "{listed:?}");
     assert!(listed.iter().all(|v| v.enabled));
-    let fresh = kms_from(&vars).await;
-    for (i, ct) in values.iter().enumerate() {
-        assert_eq!(
-            fresh.decrypt_str(ct, b"").await.unwrap(),
-            format!("v{}", i + 1)
-        );
-    }
+    assert_eq!(failures(&target, &corpus).await, 0);
+
+    // Without metadata update: refused when the 11th would evict the 1st.
+    let other = "fifteen-b";
+    let (code, out, err) = kms_cli(&cli_vars(other, &tokens[1]), &apply, b"").await;
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("RETENTION_EXHAUSTED") || err.contains("kms rewrap"),
+        "{err}"
+    );
+    let id_b = KeyId::new(other).unwrap();
+    let target_b = kms_from(&target_vars(other, &tokens[1])).await;
+    let kept = target_b.provider().versions(&id_b).await.unwrap();
+    assert_eq!(kept.len(), 10, "{kept:?}");
+    assert_eq!(kept.first().unwrap().version.as_str(), "1");
 }

@@ -819,3 +819,58 @@ async fn vault_retention_scheduled_rotation_30_periods() {
     }
     assert!(seen.len() > 10, "values under only {} versions", seen.len());
 }
+
+/// A soft-deleted version (`bao kv delete`) cannot be read, but `bao kv
+/// undelete` brings it back: it counts as live, so a token that may not
+/// raise `max_versions` is refused rather than let Vault evict it. A
+/// destroyed version can go.
+#[tokio::test]
+async fn vault_retention_keeps_soft_deleted_versions() {
+    containers::require_docker();
+    let bao = containers::openbao().await;
+    bao_ok(
+        &bao,
+        &["secrets", "enable", "-path=kvd", "-version=2", "kv"],
+    )
+    .await;
+    bao_ok(&bao, &["write", "kvd/config", "max_versions=3"]).await;
+    let path = "kvd/boosterbeacon/encryption-keys/default";
+    bao_ok(&bao, &["kv", "put", path, &format!("key={}", random_hex())]).await;
+    let policy = r#"
+path "kvd/data/boosterbeacon/encryption-keys/*" { capabilities = ["read", "create", "update"] }
+path "kvd/metadata/boosterbeacon/encryption-keys/*" { capabilities = ["read"] }
+path "kvd/config" { capabilities = ["read"] }
+"#;
+    bao_ok(
+        &bao,
+        &["write", "sys/policies/acl/kvd", &format!("policy={policy}")],
+    )
+    .await;
+    let token = bao_ok(&bao, &["token", "create", "-policy=kvd", "-field=token"]).await;
+    let mut vars = spec_env(&bao, &[("KMS_VAULT_MOUNT", "kvd"), ("KMS_CACHE_TTL", "0")]);
+    vars.insert("VAULT_TOKEN".into(), token);
+    let kms = kms_from(&vars).await;
+    let first = kms.encrypt_str("first", b"").await.unwrap();
+    assert_eq!(kms.rotate().await.unwrap().as_str(), "2");
+    assert_eq!(kms.rotate().await.unwrap().as_str(), "3");
+
+    bao_ok(&bao, &["kv", "delete", "-versions=1", path]).await;
+    let err = kms.rotate().await.unwrap_err();
+    assert_eq!(err.code(), "RETENTION_EXHAUSTED", "{err}");
+    assert!(err.to_string().contains("delete version 1"), "{err}");
+    bao_ok(&bao, &["kv", "undelete", "-versions=1", path]).await;
+    assert_eq!(kms.decrypt_str(&first, b"").await.unwrap(), "first");
+
+    bao_ok(&bao, &["kv", "destroy", "-versions=1", path]).await;
+    assert_eq!(kms.rotate().await.unwrap().as_str(), "4");
+    let id = KeyId::default();
+    let listed: Vec<String> = kms
+        .provider()
+        .versions(&id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version.to_string())
+        .collect();
+    assert_eq!(listed, ["2", "3", "4"]);
+}

@@ -7,6 +7,7 @@ use aws_config::SdkConfig;
 use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType};
 use chrono::{DateTime, Utc};
 use kms_core::error::Cause;
+use kms_core::retention::LOW_RETENTION;
 use kms_core::{
     DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
     LiveVersions, Result, VersionInfo,
@@ -293,11 +294,9 @@ impl AwsProvider {
         if let Some(k) = &kms_key {
             self.require_enabled(key_id, k).await?;
         }
-        let oldest_live = if info.version > 0 {
-            self.make_room(key_id, live).await?
-        } else {
-            None
-        };
+        if info.version > 0 {
+            self.make_room(key_id, live).await?;
+        }
         let (material, what) = match material {
             Some(m) => (m, "key version imported"),
             None => (self.random_key(key_id).await?, "key rotated"),
@@ -317,27 +316,21 @@ impl AwsProvider {
         if let Some(d) = &info.description {
             put = put.description(d);
         }
-        let out = put.send().await.map_err(|e| {
-            let e = CallError::from_sdk("SSM PutParameter", e);
-            if e.is_code("ParameterAlreadyExists") {
-                Error::Conflict {
-                    key_id: key_id.to_string(),
-                }
-            } else if e.is_code("ParameterMaxVersionLimitExceeded") {
-                Error::RetentionExhausted {
-                    provider: PROVIDER,
-                    key_id: key_id.to_string(),
-                    oldest_live: oldest_live.clone().unwrap_or_else(|| "?".into()),
-                    max_versions: Some(SSM_MAX_VERSIONS),
-                    detail: format!(
-                        "SSM keeps {SSM_MAX_VERSIONS} versions and refused to delete the labelled oldest one: {}",
-                        e.detail
-                    ),
-                }
-            } else {
-                e.into_error(key_id, None)
+        let out = match put.send().await {
+            Ok(out) => out,
+            Err(e) => {
+                let e = CallError::from_sdk("SSM PutParameter", e);
+                return Err(if e.is_code("ParameterAlreadyExists") {
+                    Error::Conflict {
+                        key_id: key_id.to_string(),
+                    }
+                } else if e.is_code("ParameterMaxVersionLimitExceeded") {
+                    self.refused_eviction(key_id, &e).await
+                } else {
+                    e.into_error(key_id, None)
+                });
             }
-        })?;
+        };
         let written = out.version();
         let version = KeyVersion::from(u64::try_from(written).unwrap_or(0));
         tracing::info!(target: "kms::aws", key_id = %key_id, version = %version, "{what}");
@@ -360,70 +353,112 @@ impl AwsProvider {
     /// [`Error::RetentionExhausted`] otherwise, before writing anything),
     /// and puts [`LIVE_LABEL`] on the oldest live version, so that SSM
     /// itself refuses a write that would delete it (a concurrent writer, a
-    /// stale check). Returns the oldest live version.
-    async fn make_room(&self, key_id: &KeyId, live: &LiveVersions) -> Result<Option<String>> {
+    /// stale check). Without permission to label, it asks for
+    /// [`LOW_RETENTION`] versions of room instead of one, so that two
+    /// writers racing cannot push the oldest live version out.
+    async fn make_room(&self, key_id: &KeyId, live: &LiveVersions) -> Result<()> {
         let history = self.history(key_id).await?;
         let listed = version_list(&history);
         let Some(oldest_index) = live.oldest_live_index(&listed) else {
-            return Ok(None);
+            return Ok(());
         };
         let (Some(oldest), Some(entry)) = (listed.get(oldest_index), history.get(oldest_index))
         else {
-            return Ok(None);
+            return Ok(());
         };
-        let oldest_name = oldest.version.to_string();
-        if live.slots(&listed) + 1 > SSM_MAX_VERSIONS {
-            return Err(Error::RetentionExhausted {
-                provider: PROVIDER,
-                key_id: key_id.to_string(),
-                oldest_live: oldest_name,
-                max_versions: Some(SSM_MAX_VERSIONS),
-                detail: format!("SSM keeps {SSM_MAX_VERSIONS} versions of a parameter"),
-            });
+        let refuse = |detail: String| Error::RetentionExhausted {
+            provider: PROVIDER,
+            key_id: key_id.to_string(),
+            oldest_live: oldest.version.to_string(),
+            max_versions: Some(SSM_MAX_VERSIONS),
+            detail,
+        };
+        let needed = live.slots(&listed) + 1;
+        if needed > SSM_MAX_VERSIONS {
+            return Err(refuse(format!(
+                "SSM keeps {SSM_MAX_VERSIONS} versions of a parameter"
+            )));
         }
-        if entry.labels.iter().any(|l| l == LIVE_LABEL) {
-            return Ok(Some(oldest_name));
-        }
-        let labelled = self
-            .ssm
-            .label_parameter_version()
-            .name(self.parameter_name(key_id))
-            .parameter_version(entry.version)
-            .labels(LIVE_LABEL)
-            .send()
-            .await;
-        match labelled {
-            Ok(out) if out.invalid_labels().is_empty() => {
-                tracing::debug!(
-                    target: "kms::aws",
-                    key_id = %key_id,
-                    version = %oldest_name,
-                    label = LIVE_LABEL,
-                    "labelled the oldest live key version"
-                );
-            }
-            Ok(_) => {
-                return Err(Error::Provider {
-                    provider: PROVIDER,
-                    message: format!("SSM refused the label {LIVE_LABEL} as invalid"),
-                });
-            }
-            Err(e) => {
-                let e = CallError::from_sdk("SSM LabelParameterVersion", e);
-                if e.kind != Kind::Denied {
-                    return Err(e.into_error(key_id, None));
+        if !entry.labels.iter().any(|l| l == LIVE_LABEL) {
+            let labelled = self
+                .ssm
+                .label_parameter_version()
+                .name(self.parameter_name(key_id))
+                .parameter_version(entry.version)
+                .labels(LIVE_LABEL)
+                .send()
+                .await;
+            match labelled {
+                Ok(out) if out.invalid_labels().is_empty() => {
+                    tracing::debug!(
+                        target: "kms::aws",
+                        key_id = %key_id,
+                        version = %oldest.version,
+                        label = LIVE_LABEL,
+                        "labelled the oldest live key version"
+                    );
                 }
-                // The window has room (checked above); without the label
-                // only a concurrent writer could still push it past.
-                tracing::warn!(
-                    target: "kms::aws",
-                    key_id = %key_id,
-                    error = %e.detail,
-                    "cannot label the oldest live key version (grant ssm:LabelParameterVersion): SSM is not protecting it against a concurrent writer"
-                );
+                Ok(_) => {
+                    return Err(Error::Provider {
+                        provider: PROVIDER,
+                        message: format!("SSM refused the label {LIVE_LABEL} as invalid"),
+                    });
+                }
+                Err(e) => {
+                    let e = CallError::from_sdk("SSM LabelParameterVersion", e);
+                    if e.kind != Kind::Denied {
+                        return Err(e.into_error(key_id, None));
+                    }
+                    if needed + LOW_RETENTION - 1 > SSM_MAX_VERSIONS {
+                        return Err(refuse(format!(
+                            "SSM keeps {SSM_MAX_VERSIONS} versions of a parameter, and without ssm:LabelParameterVersion the last free place is not used (a concurrent writer could push version {} out)",
+                            oldest.version
+                        )));
+                    }
+                    tracing::warn!(
+                        target: "kms::aws",
+                        key_id = %key_id,
+                        error = %e.detail,
+                        "cannot label the oldest live key version (grant ssm:LabelParameterVersion): SSM is not protecting it against a concurrent writer"
+                    );
+                }
             }
         }
-        Ok(Some(oldest_name))
+        let evicted = (listed.len() as u64 + 1).saturating_sub(SSM_MAX_VERSIONS);
+        if evicted > 0 {
+            tracing::warn!(
+                target: "kms::audit",
+                key_id = %key_id,
+                provider = PROVIDER,
+                evicted_through = ?listed.get(usize::try_from(evicted - 1).unwrap_or(usize::MAX)).map(|v| v.version.to_string()),
+                minimum_decryption_version = ?live.minimum().map(ToString::to_string),
+                max_versions = SSM_MAX_VERSIONS,
+                "the new key version makes SSM delete retired key versions"
+            );
+        }
+        Ok(())
+    }
+
+    /// SSM refused a new version because its oldest version carries a
+    /// label (ours on the oldest live version, or anyone's): names that
+    /// version and its labels.
+    async fn refused_eviction(&self, key_id: &KeyId, e: &CallError) -> Error {
+        let oldest = self.history(key_id).await.ok().and_then(|h| {
+            h.into_iter()
+                .next()
+                .map(|e| (e.version.to_string(), e.labels.join(", ")))
+        });
+        let (version, labels) = oldest.unwrap_or_else(|| ("?".into(), String::new()));
+        Error::RetentionExhausted {
+            provider: PROVIDER,
+            key_id: key_id.to_string(),
+            oldest_live: version,
+            max_versions: Some(SSM_MAX_VERSIONS),
+            detail: format!(
+                "SSM keeps {SSM_MAX_VERSIONS} versions and refused to delete the oldest, which is labelled ({labels}): {}",
+                e.detail
+            ),
+        }
     }
 
     /// KMS DescribeKey: refuses a disabled (or pending deletion) KMS key

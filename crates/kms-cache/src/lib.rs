@@ -129,6 +129,13 @@ impl CachingProvider {
         }
     }
 
+    /// The provider this cache wraps: what it asks on a miss. Reading
+    /// through it sees what the provider stores, not the cache's copies.
+    #[must_use]
+    pub fn inner(&self) -> &Arc<dyn KeyProvider> {
+        &self.inner
+    }
+
     /// The configuration.
     #[must_use]
     pub fn config(&self) -> &CacheConfig {

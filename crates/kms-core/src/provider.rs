@@ -317,6 +317,11 @@ pub struct KeyMetadata {
     /// version ([`LiveVersions::remaining`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versions_remaining: Option<u64>,
+    /// Why the provider could not tell how many versions it keeps, when it
+    /// evicts old versions and the limit is unknown (for example: the token
+    /// may not read the Vault mount's configuration). A health check shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_note: Option<String>,
 }
 
 impl KeyMetadata {
@@ -337,6 +342,7 @@ impl KeyMetadata {
             version_count: None,
             max_versions: None,
             versions_remaining: None,
+            retention_note: None,
         }
     }
 }

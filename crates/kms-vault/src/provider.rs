@@ -196,6 +196,20 @@ impl VaultProvider {
         Ok(())
     }
 
+    /// Runs `op` once with the current client, without logging in again
+    /// on a 403: for calls whose 403 means "this token may not", not "this
+    /// token expired" (the mount's configuration, the secret's
+    /// `max_versions`), made right after a call that would have refreshed
+    /// an expired token. A new AppRole login per refusal would leave tokens
+    /// behind and use up a secret-id with `secret_id_num_uses`.
+    async fn call_once<T, F, Fut>(&self, op: F) -> Result<T, CallError>
+    where
+        F: FnOnce(Arc<VaultClient>) -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        op(self.session().0).await
+    }
+
     /// Runs `op` with the current client; with AppRole, a 403 (expired
     /// token) causes one new login and one more try.
     async fn call<T, F, Fut>(&self, op: F) -> Result<T, CallError>
@@ -299,13 +313,10 @@ impl VaultProvider {
     async fn mount_max_versions(&self) -> Result<Option<u64>, CallError> {
         let what = format!("read {}/config", self.mount);
         let read = self
-            .call(|client| {
-                let what = what.clone();
-                async move {
-                    vaultrs::kv2::config::read(&*client, &self.mount)
-                        .await
-                        .map_err(|e| CallError::from_client(what, e))
-                }
+            .call_once(|client| async move {
+                vaultrs::kv2::config::read(&*client, &self.mount)
+                    .await
+                    .map_err(|e| CallError::from_client(what, e))
             })
             .await;
         let read = match read {
@@ -343,10 +354,8 @@ impl VaultProvider {
         }
     }
 
-    /// How many versions the secret keeps: the larger of its own and the
-    /// mount's `max_versions`, 10 when both are 0 (the rule of Vault and
-    /// OpenBao KV v2). `None` when the secret sets none and the mount's
-    /// cannot be read.
+    /// A lower bound of how many versions the secret keeps (see
+    /// [`effective_max_versions`]), the mount's configuration read afresh.
     async fn max_versions(
         &self,
         meta: &ReadSecretMetadataResponse,
@@ -355,53 +364,47 @@ impl VaultProvider {
         Ok(effective_max_versions(meta.max_versions, mount))
     }
 
-    /// Makes sure that writing one more version evicts no live version:
-    /// when the secret's window would be too small (or cannot be known),
-    /// raises its `max_versions` to fit the live versions plus
-    /// [`HEADROOM`] more; when the token may not, refuses with
-    /// [`Error::RetentionExhausted`] unless the write fits as it is.
+    /// Makes sure that writing one more version evicts no live version
+    /// (see [`room_for_one_more`]): raises the secret's `max_versions`
+    /// when the window is too small or unknown; when the token may not,
+    /// refuses with [`Error::RetentionExhausted`] unless the write fits as
+    /// it is. Logs a warning on `kms::audit` when the write will evict a
+    /// retired version (one before the minimum decryption version).
     async fn make_room(
         &self,
         key_id: &KeyId,
         meta: &ReadSecretMetadataResponse,
         live: &LiveVersions,
     ) -> Result<()> {
-        let listed: Vec<VersionInfo> = list_versions(meta).into_iter().map(|(_, v)| v).collect();
-        let Some(oldest_live) = live.oldest_live(&listed) else {
-            return Ok(()); // Nothing live: nothing to protect.
-        };
-        // Slots the live versions take once the new version is written.
-        let needed = live.slots(&listed) + 1;
+        let listed = retention_list(meta);
         let max = self
             .max_versions(meta)
             .await
             .map_err(|e| e.into_error(key_id, None))?;
-        // Enough room, with LOW_RETENTION versions to spare after this one
-        // (so that health checks have nothing to warn about).
-        if max.is_some_and(|m| m >= needed + LOW_RETENTION) {
-            return Ok(());
-        }
-        let target = (needed + HEADROOM).max(max.unwrap_or(0));
+        let (target, fits) = match room_for_one_more(&listed, live, max) {
+            Room::Fits => {
+                self.audit_eviction(key_id, &listed, live, max);
+                return Ok(());
+            }
+            Room::Raise { target, fits } => (target, fits),
+        };
         let path = self.secret_path(key_id);
         let what = format!(
             "raise max_versions of {}/metadata/{path} to {target}",
             self.mount
         );
         let raised = self
-            .call(|client| {
-                let (path, what) = (path.clone(), what.clone());
-                async move {
-                    vaultrs::api::exec_with_empty(
-                        &*client,
-                        endpoints::SetMaxVersions {
-                            mount: self.mount.clone(),
-                            path,
-                            max_versions: target,
-                        },
-                    )
-                    .await
-                    .map_err(|e| CallError::from_client(what, e))
-                }
+            .call_once(|client| async move {
+                vaultrs::api::exec_with_empty(
+                    &*client,
+                    endpoints::SetMaxVersions {
+                        mount: self.mount.clone(),
+                        path,
+                        max_versions: target,
+                    },
+                )
+                .await
+                .map_err(|e| CallError::from_client(what, e))
             })
             .await;
         match raised {
@@ -415,18 +418,17 @@ impl VaultProvider {
                 );
                 Ok(())
             }
+            Err(e) if e.kind == Kind::Denied && fits => {
+                tracing::warn!(
+                    target: "kms::vault",
+                    key_id = %key_id,
+                    max_versions = ?max,
+                    "the key has little room left before a live version would be deleted, and the token may not raise max_versions: rewrap old data and set KMS_MIN_DECRYPTION_VERSION"
+                );
+                self.audit_eviction(key_id, &listed, live, max);
+                Ok(())
+            }
             Err(e) if e.kind == Kind::Denied => {
-                if let Some(m) = max
-                    && needed <= m
-                {
-                    tracing::warn!(
-                        target: "kms::vault",
-                        key_id = %key_id,
-                        max_versions = m,
-                        "the key can take no more versions after this one without deleting a live version, and the token may not raise max_versions: rewrap old data and set KMS_MIN_DECRYPTION_VERSION"
-                    );
-                    return Ok(());
-                }
                 let keeps = match max {
                     Some(m) => format!("it keeps {m} versions"),
                     None => format!(
@@ -434,19 +436,52 @@ impl VaultProvider {
                         self.mount
                     ),
                 };
+                let oldest_live = live
+                    .oldest_live(&listed)
+                    .map_or_else(|| "?".to_owned(), |v| v.version.to_string());
                 Err(Error::RetentionExhausted {
                     provider: PROVIDER,
                     key_id: key_id.to_string(),
-                    oldest_live: oldest_live.version.to_string(),
+                    oldest_live,
                     max_versions: max,
                     detail: format!(
-                        "{keeps}; the token may not update {}/metadata/{path} to raise max_versions",
-                        self.mount
+                        "{keeps}; the token may not update {}/metadata/{} to raise max_versions",
+                        self.mount,
+                        self.secret_path(key_id)
                     ),
                 })
             }
             Err(e) => Err(e.into_error(key_id, None)),
         }
+    }
+
+    /// An audit record when the write about to happen makes Vault delete
+    /// versions: only retired ones can be (the check made sure), and an
+    /// operator should be able to tell when and why they went.
+    fn audit_eviction(
+        &self,
+        key_id: &KeyId,
+        listed: &[VersionInfo],
+        live: &LiveVersions,
+        max: Option<u64>,
+    ) {
+        let Some(max) = max else { return };
+        let evicted = (listed.len() as u64 + 1).saturating_sub(max);
+        if evicted == 0 {
+            return;
+        }
+        let last = listed
+            .get(usize::try_from(evicted - 1).unwrap_or(usize::MAX))
+            .map(|v| v.version.to_string());
+        tracing::warn!(
+            target: "kms::audit",
+            key_id = %key_id,
+            provider = PROVIDER,
+            evicted_through = ?last,
+            minimum_decryption_version = ?live.minimum().map(ToString::to_string),
+            max_versions = max,
+            "the new key version makes Vault delete retired key versions"
+        );
     }
 
     /// Writes a new KV version with check-and-set on the current one.
@@ -627,15 +662,67 @@ const DEFAULT_MAX_VERSIONS: u64 = 10;
 /// room for, so that it is raised once per this many rotations.
 const HEADROOM: u64 = 10;
 
-/// KV v2's rule: the larger of the secret's and the mount's
-/// `max_versions`, [`DEFAULT_MAX_VERSIONS`] when both are 0. With the
-/// mount's unknown, the secret's own is a lower bound when it sets one.
+/// How many versions a KV v2 secret keeps, as a lower bound that holds
+/// under both rules Vault has had: today's (OpenBao, Vault 1.x since the
+/// KV plugin's `max` change), the larger of the secret's and the mount's
+/// `max_versions`; and the older one, the secret's own when set. So: the
+/// secret's own when set, else the mount's, else [`DEFAULT_MAX_VERSIONS`].
+/// With the secret's unset and the mount's unknown, `None`. Raising the
+/// secret's own `max_versions` raises the limit under both rules.
 fn effective_max_versions(secret: u64, mount: Option<u64>) -> Option<u64> {
     match (secret, mount) {
         (0, None) => None,
-        (s, None) => Some(s),
         (0, Some(0)) => Some(DEFAULT_MAX_VERSIONS),
-        (s, Some(m)) => Some(s.max(m)),
+        (0, Some(m)) => Some(m),
+        (s, _) => Some(s),
+    }
+}
+
+/// The versions of a secret as retention sees them, oldest first: every
+/// version not destroyed counts as live-capable. A deleted (soft-deleted)
+/// version cannot be read, but `vault kv undelete` brings it back, and
+/// once Vault evicts it, it is gone for good.
+fn retention_list(meta: &ReadSecretMetadataResponse) -> Vec<VersionInfo> {
+    let destroyed: std::collections::HashMap<u64, bool> = meta
+        .versions
+        .iter()
+        .filter_map(|(v, m)| Some((v.parse().ok()?, m.destroyed)))
+        .collect();
+    list_versions(meta)
+        .into_iter()
+        .map(|(n, v)| {
+            let alive = !destroyed.get(&n).copied().unwrap_or(false);
+            VersionInfo::new(v.version, v.created_at, alive)
+        })
+        .collect()
+}
+
+/// What one more KV version needs, given the listed versions (oldest
+/// first, a contiguous window), the live ones and the limit in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    /// The write keeps every live version with [`LOW_RETENTION`] to spare.
+    Fits,
+    /// Raise `max_versions` to `target` first; when that is not allowed,
+    /// the write keeps every live version only if `fits`.
+    Raise { target: u64, fits: bool },
+}
+
+/// The retention decision before a write. Vault keeps versions
+/// `[current - max + 1, current]`, so after the write the live versions
+/// take `slots + 1` places, which must be at most `max`.
+fn room_for_one_more(listed: &[VersionInfo], live: &LiveVersions, max: Option<u64>) -> Room {
+    let slots = live.slots(listed);
+    if slots == 0 {
+        return Room::Fits; // Nothing live: nothing to protect.
+    }
+    let needed = slots + 1;
+    match max {
+        Some(m) if m >= needed + LOW_RETENTION => Room::Fits,
+        _ => Room::Raise {
+            target: (needed + HEADROOM).max(max.unwrap_or(0)),
+            fits: max.is_some_and(|m| m >= needed),
+        },
     }
 }
 
@@ -798,10 +885,16 @@ impl KeyProvider for VaultProvider {
             .await
             .map_err(|e| e.into_error(key_id, None))?;
         m.max_versions = effective_max_versions(meta.max_versions, mount_max);
-        let listed: Vec<VersionInfo> = versions.into_iter().map(|(_, v)| v).collect();
         m.versions_remaining = m
             .max_versions
-            .map(|max| LiveVersions::all().remaining(max, &listed));
+            .map(|max| LiveVersions::all().remaining(max, &retention_list(&meta)));
+        if m.max_versions.is_none() {
+            m.retention_note = Some(format!(
+                "how many versions Vault keeps is unknown (the token may not read {mount}/config and the secret sets no max_versions): rotation is refused unless the token may update {mount}/metadata/{path}; grant read on {mount}/config, or set the secret's max_versions once",
+                mount = self.mount,
+                path = self.secret_path(key_id),
+            ));
+        }
         Ok(m)
     }
 
@@ -814,6 +907,7 @@ impl KeyProvider for VaultProvider {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn liveness() {
@@ -828,7 +922,8 @@ mod tests {
         assert_eq!(effective_max_versions(0, Some(0)), Some(10));
         assert_eq!(effective_max_versions(0, Some(3)), Some(3));
         assert_eq!(effective_max_versions(20, Some(3)), Some(20));
-        assert_eq!(effective_max_versions(5, Some(30)), Some(30));
+        // The older rule (the secret's own when set) is the lower bound.
+        assert_eq!(effective_max_versions(5, Some(30)), Some(5));
         assert_eq!(effective_max_versions(0, None), None);
         assert_eq!(effective_max_versions(7, None), Some(7));
     }
@@ -871,5 +966,182 @@ mod tests {
             list[0].1.created_at.unwrap().to_rfc3339(),
             "2025-01-01T00:00:00.123+00:00"
         );
+    }
+
+    /// OpenBao's KV v2 write (`AddVersion`), under the current rule (the
+    /// larger of the secret's and the mount's `max_versions`) or the older
+    /// one (the secret's own when set).
+    #[derive(Debug, Clone)]
+    struct Kv {
+        /// Version number to destroyed.
+        versions: std::collections::BTreeMap<u64, bool>,
+        current: u64,
+        oldest: u64,
+        secret_max: u64,
+        mount_max: u64,
+        older_rule: bool,
+    }
+
+    impl Kv {
+        fn limit(&self) -> u64 {
+            let (s, m) = (self.secret_max, self.mount_max);
+            let limit = if self.older_rule {
+                if s > 0 { s } else { m }
+            } else {
+                s.max(m)
+            };
+            if limit == 0 {
+                DEFAULT_MAX_VERSIONS
+            } else {
+                limit
+            }
+        }
+
+        fn add_version(&mut self) {
+            self.current += 1;
+            self.versions.insert(self.current, false);
+            let max = self.limit();
+            if self.current - self.oldest >= max {
+                let delete_through = self.current - max;
+                self.versions.retain(|v, _| *v > delete_through);
+                self.oldest = delete_through + 1;
+            }
+        }
+
+        fn listed(&self) -> Vec<VersionInfo> {
+            self.versions
+                .iter()
+                .map(|(v, destroyed)| VersionInfo::new(KeyVersion::from(*v), None, !destroyed))
+                .collect()
+        }
+
+        /// The versions that may still decrypt data under `minimum`.
+        fn live(&self, minimum: Option<u64>) -> Vec<u64> {
+            let from = minimum
+                .filter(|m| self.versions.contains_key(m))
+                .unwrap_or(0);
+            self.versions
+                .iter()
+                .filter(|(v, destroyed)| **v >= from && !**destroyed)
+                .map(|(v, _)| *v)
+                .collect()
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A rotation; whether the token may raise `max_versions` and read the mount's.
+        Write {
+            may_raise: bool,
+            mount_readable: bool,
+        },
+        /// The minimum decryption version moves to the n-th listed version.
+        Minimum(usize),
+        /// `vault kv destroy` of the n-th listed version.
+        Destroy(usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (any::<bool>(), any::<bool>())
+                .prop_map(|(may_raise, mount_readable)| Step::Write { may_raise, mount_readable }),
+            1 => (0usize..40).prop_map(Step::Minimum),
+            1 => (0usize..40).prop_map(Step::Destroy),
+        ]
+    }
+
+    proptest! {
+        /// Against a model of OpenBao's own write, under either retention
+        /// rule, whatever the token may do: a write that the decision lets
+        /// through never evicts a live version.
+        #[test]
+        fn no_write_evicts_a_live_version(
+            secret_max in prop_oneof![Just(0u64), 1u64..15],
+            mount_max in prop_oneof![Just(0u64), 1u64..15],
+            older_rule in any::<bool>(),
+            steps in proptest::collection::vec(step(), 1..80),
+        ) {
+            let mut kv = Kv {
+                versions: std::collections::BTreeMap::new(),
+                current: 0,
+                oldest: 0,
+                secret_max,
+                mount_max,
+                older_rule,
+            };
+            kv.add_version();
+            let mut minimum: Option<u64> = None;
+            let mut written = 0;
+            for step in steps {
+                match step {
+                    Step::Minimum(i) => minimum = kv.versions.keys().nth(i).copied().or(minimum),
+                    Step::Destroy(i) => {
+                        if let Some(d) = kv.versions.values_mut().nth(i) {
+                            *d = true;
+                        }
+                    }
+                    Step::Write { may_raise, mount_readable } => {
+                        let live = LiveVersions::from_optional(minimum.map(KeyVersion::from));
+                        let max = effective_max_versions(
+                            kv.secret_max,
+                            mount_readable.then_some(kv.mount_max),
+                        );
+                        let go = match room_for_one_more(&kv.listed(), &live, max) {
+                            Room::Fits => true,
+                            Room::Raise { target, fits } => {
+                                if may_raise {
+                                    prop_assert!(target >= kv.secret_max);
+                                    kv.secret_max = target;
+                                    true
+                                } else {
+                                    fits
+                                }
+                            }
+                        };
+                        if go {
+                            let before = kv.live(minimum);
+                            kv.add_version();
+                            written += 1;
+                            for v in before {
+                                prop_assert!(
+                                    kv.versions.contains_key(&v),
+                                    "version {} evicted: {:?}", v, kv
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            let _ = written;
+        }
+    }
+
+    /// Twelve rotations on OpenBao's defaults with a token that may raise:
+    /// each write goes through and the limit is raised once, before the
+    /// window is full.
+    #[test]
+    fn defaults_raise_before_the_window_is_full() {
+        let mut kv = Kv {
+            versions: std::collections::BTreeMap::new(),
+            current: 0,
+            oldest: 0,
+            secret_max: 0,
+            mount_max: 0,
+            older_rule: false,
+        };
+        kv.add_version();
+        let mut raised_at = Vec::new();
+        for _ in 0..12 {
+            let max = effective_max_versions(kv.secret_max, Some(kv.mount_max));
+            if let Room::Raise { target, .. } =
+                room_for_one_more(&kv.listed(), &LiveVersions::all(), max)
+            {
+                raised_at.push((kv.current, target));
+                kv.secret_max = target;
+            }
+            kv.add_version();
+        }
+        assert_eq!(raised_at, [(8, 19)]);
+        assert_eq!(kv.versions.len(), 13);
     }
 }

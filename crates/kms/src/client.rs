@@ -1,8 +1,8 @@
 //! The [`Kms`] handle: encrypt, decrypt, rotate, metadata, health.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use kms_cache::CachingProvider;
 use kms_circuit::{CircuitState, ResilientProvider};
@@ -62,6 +62,9 @@ pub struct Kms {
     retired: Option<Arc<MinVersions>>,
     /// Scheduled rotation (`KMS_ROTATION_PERIOD`): stops when the last clone is dropped.
     schedule: Option<Arc<Schedule>>,
+    /// The last retention check of `key_id` for [`Kms::health`]: when, and
+    /// its warning. Shared by clones of the same key id.
+    retention_checked: Arc<Mutex<Option<RetentionCheck>>>,
 }
 
 impl fmt::Debug for Kms {
@@ -106,6 +109,7 @@ impl Kms {
             config: Arc::new(config),
             retired: None,
             schedule: None,
+            retention_checked: Arc::default(),
         }
     }
 
@@ -135,6 +139,7 @@ impl Kms {
         Kms {
             key_id,
             config: Arc::new(config),
+            retention_checked: Arc::default(),
             ..self.clone()
         }
     }
@@ -170,14 +175,14 @@ impl Kms {
         }
     }
 
-    /// The provider stack below the key cache (resilience and metrics,
-    /// when the facade built the stack; else the provider itself): for
-    /// tools that must see what the provider stores, such as the read-back
-    /// of [`crate::migrate::MigrationPlan::apply`].
+    /// The provider stack below the key cache (metrics and audit, then
+    /// resilience, when the facade built the stack; else the provider
+    /// itself): for tools that must see what the provider stores, such as
+    /// the read-back of [`crate::migrate::MigrationPlan::apply`].
     #[must_use]
     pub fn uncached_provider(&self) -> Arc<dyn KeyProvider> {
-        match &self.circuit {
-            Some(guarded) => guarded.clone(),
+        match &self.cache {
+            Some(cache) => cache.inner().clone(),
             None => self.provider.clone(),
         }
     }
@@ -365,21 +370,39 @@ impl Kms {
     /// fewer than two more versions before a live one would be evicted
     /// (so the next rotation may be refused) carries a `warning` that says
     /// so and what to do.
+    ///
+    /// The retention figures come from [`Kms::metadata`] at most once per
+    /// [`RETENTION_CHECK_INTERVAL`] (health checks are polled often), and
+    /// only while the provider is healthy.
     pub async fn health(&self) -> HealthStatus {
         let mut status = self.provider.health().await;
-        if status.healthy
-            && let Ok(meta) = self.metadata().await
-            && let Some(remaining) = meta.versions_remaining
-            && remaining < LOW_RETENTION
-        {
-            status.warning = Some(format!(
-                "key {} can take {remaining} more version(s) before the {} provider would delete a version that may still decrypt data (it keeps {} versions): rewrap old data with `kms rewrap` and set KMS_MIN_DECRYPTION_VERSION, or raise max_versions",
-                self.key_id,
-                meta.provider,
-                meta.max_versions.unwrap_or_default(),
-            ));
+        if status.healthy {
+            status.warning = self.retention_warning().await;
         }
         status
+    }
+
+    /// The retention warning of the configured key, from the last check
+    /// when it is recent enough.
+    async fn retention_warning(&self) -> Option<String> {
+        let last = self
+            .retention_checked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some((at, warning)) = last
+            && at.elapsed() < RETENTION_CHECK_INTERVAL
+        {
+            return warning;
+        }
+        // A failed metadata read is the health check's business, not this one's.
+        let meta = self.metadata().await.ok()?;
+        let warning = retention_warning(&self.key_id, &meta);
+        *self
+            .retention_checked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), warning.clone()));
+        warning
     }
 }
 
@@ -403,4 +426,27 @@ fn audit_data_op<T>(
         error,
         "data operation"
     );
+}
+
+/// When the retention of a key was last checked, and its warning.
+type RetentionCheck = (Instant, Option<String>);
+
+/// How often [`Kms::health`] asks the provider for the key's retention figures.
+pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What an operator must know about the key's retention: fewer than
+/// [`LOW_RETENTION`] versions left before a live one would be evicted, or
+/// a limit the provider could not determine.
+fn retention_warning(key_id: &KeyId, meta: &KeyMetadata) -> Option<String> {
+    if let Some(note) = &meta.retention_note {
+        return Some(format!("key {key_id}: {note}"));
+    }
+    let remaining = meta.versions_remaining?;
+    (remaining < LOW_RETENTION).then(|| {
+        format!(
+            "key {key_id} can take {remaining} more version(s) before the {} provider would delete a version that may still decrypt data (it keeps {} versions): rewrap old data with `kms rewrap` and set KMS_MIN_DECRYPTION_VERSION, or raise max_versions",
+            meta.provider,
+            meta.max_versions.unwrap_or_default(),
+        )
+    })
 }

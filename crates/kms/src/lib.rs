@@ -10,7 +10,7 @@ pub mod logging;
 pub mod migrate;
 pub mod rewrap;
 
-pub use client::Kms;
+pub use client::{Kms, RETENTION_CHECK_INTERVAL};
 pub use config::{KmsBuilder, KmsConfig, ProviderKind};
 
 pub use kms_cache as cache;

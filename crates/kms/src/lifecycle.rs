@@ -689,4 +689,32 @@ mod tests {
         assert_eq!(versions[0].version.as_str(), "1");
         assert_eq!(plain.decrypt_str(&first, b"").await.unwrap(), "first");
     }
+
+    /// With a minimum decryption version, scheduled rotation may let the
+    /// provider evict the retired versions, and no live one.
+    #[tokio::test]
+    async fn scheduled_rotation_evicts_only_retired_versions() {
+        let p = Arc::new(MemoryProvider::with_key(id()).with_max_versions(3));
+        for _ in 0..2 {
+            p.rotate(&id(), &LiveVersions::all()).await.unwrap();
+        }
+        let scheduled = Kms::builder()
+            .provider_arc(p.clone())
+            .min_decryption_version(id(), KeyVersion::from(2))
+            .rotation_period(Duration::from_millis(20))
+            .rotation_check_interval(Duration::from_millis(5))
+            .build()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        drop(scheduled);
+        let versions: Vec<String> = p
+            .versions(&id())
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.version.to_string())
+            .collect();
+        assert_eq!(versions, ["2", "3", "4"]);
+    }
 }

@@ -483,30 +483,39 @@ impl MigrationPlan {
             ..MigrationReport::default()
         };
         let mut expected = Vec::with_capacity(total);
+        let mut failed = None;
         for planned in &self.versions {
             let (Action::Copy, Some(key)) = (&planned.action, &planned.key) else {
                 continue;
             };
             let material = KeyMaterial::from_bytes(*key.material().expose_secret());
-            let written = target
+            match target
                 .import(&self.key_id, material, &LiveVersions::all())
                 .await
-                .map_err(|source| MigrateError::Import {
-                    provider: target.name(),
-                    key_id: self.key_id.clone(),
-                    version: planned.version.clone(),
-                    copied: report.copied,
-                    total,
-                    source,
-                })?;
-            report.copied += 1;
-            report
-                .written
-                .push((planned.version.clone(), written.version().clone()));
-            expected.push(key.fingerprint());
-            progress(planned);
+            {
+                Ok(written) => {
+                    report.copied += 1;
+                    report
+                        .written
+                        .push((planned.version.clone(), written.version().clone()));
+                    expected.push(key.fingerprint());
+                    progress(planned);
+                }
+                Err(source) => {
+                    failed = Some(MigrateError::Import {
+                        provider: target.name(),
+                        key_id: self.key_id.clone(),
+                        version: planned.version.clone(),
+                        copied: report.copied,
+                        total,
+                        source,
+                    });
+                    break;
+                }
+            }
         }
-        // After every write: a later write may have evicted an earlier one.
+        // After every write (also when one failed: what was written must
+        // be there): a later write may have evicted an earlier one.
         for ((_, version), expected) in report.written.iter().zip(expected) {
             let stored = target
                 .key_version(&self.key_id, version)
@@ -526,6 +535,9 @@ impl MigrationPlan {
                     found: stored.fingerprint(),
                 });
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         Ok(report)
     }
@@ -608,7 +620,12 @@ impl EnvVariables {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
     use super::*;
     use kms_testing::MemoryProvider;
 
