@@ -13,7 +13,7 @@ use kms_gcp_emulator::{Emulator, EmulatorHandle};
 use kms_tests::containers::{self, OpenBaoServer};
 
 use crate::aws::Aws;
-use crate::vault::{kms_cli, kms_from};
+use crate::vault::{bao_ok, kms_cli, kms_from};
 
 /// Values encrypted under each source key version.
 const PER_VERSION: usize = 80;
@@ -480,15 +480,6 @@ async fn migrate_15_versions_into_openbao_keeps_all() {
         let kms = kms_from(&keys.vars(key_id, chunk)).await;
         encrypt_chunk(&kms, "fifteen", chunk, &mut corpus).await;
     }
-    let run = |args: Vec<String>| {
-        let bao = &bao;
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let (code, out, err) = bao.bao(&args).await;
-            assert_eq!(code, 0, "bao {}: {err}", args.join(" "));
-            out.trim().to_owned()
-        }
-    };
     let documented = r#"
 path "secret/data/boosterbeacon/encryption-keys/*"     { capabilities = ["read", "create", "update"] }
 path "secret/metadata/boosterbeacon/encryption-keys/*" { capabilities = ["read", "update"] }
@@ -500,21 +491,10 @@ path "secret/config"                                   { capabilities = ["read"]
         ("documented", documented.to_owned()),
         ("no-update", no_update),
     ] {
-        run(vec![
-            "write".into(),
-            format!("sys/policies/acl/{name}"),
-            format!("policy={policy}"),
-        ])
-        .await;
-        tokens.push(
-            run(vec![
-                "token".into(),
-                "create".into(),
-                format!("-policy={name}"),
-                "-field=token".into(),
-            ])
-            .await,
-        );
+        let acl = format!("sys/policies/acl/{name}");
+        bao_ok(&bao, &["write", &acl, &format!("policy={policy}")]).await;
+        let policy = format!("-policy={name}");
+        tokens.push(bao_ok(&bao, &["token", "create", &policy, "-field=token"]).await);
     }
     let target_vars = |id: &str, token: &str| -> HashMap<String, String> {
         [

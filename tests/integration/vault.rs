@@ -504,9 +504,7 @@ async fn vault_approle_login() {
         let bao = &bao;
         async move {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let (code, out, err) = bao.bao(&args).await;
-            assert_eq!(code, 0, "bao {}: {err}", args.join(" "));
-            out.trim().to_owned()
+            bao_ok(bao, &args).await
         }
     };
     let s = |v: &[&str]| v.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
@@ -601,7 +599,7 @@ path "secret/config" { capabilities = ["read"] }
 }
 
 /// Runs `bao args...` in the container and returns its standard output.
-async fn bao_ok(bao: &OpenBaoServer, args: &[&str]) -> String {
+pub(crate) async fn bao_ok(bao: &OpenBaoServer, args: &[&str]) -> String {
     let (code, out, err) = bao.bao(args).await;
     assert_eq!(code, 0, "bao {}: {err}", args.join(" "));
     out.trim().to_owned()

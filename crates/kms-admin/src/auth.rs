@@ -1,9 +1,9 @@
 //! Bearer authentication: a static admin token and JWTs (HS256, RS256).
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use kms::core::settings;
 use serde::Deserialize;
@@ -18,6 +18,9 @@ pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 /// Default role a JWT must carry (`KMS_ADMIN_JWT_ROLE`).
 pub const DEFAULT_ADMIN_ROLE: &str = "admin";
+
+/// Clock skew allowed on a JWT's `exp` and `nbf`, in seconds.
+const JWT_LEEWAY_SECS: u64 = 30;
 
 /// Who made a request, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,8 @@ pub(crate) enum Failure {
     Invalid,
     /// A JWT past its `exp`.
     Expired,
+    /// A JWT before its `nbf`.
+    NotYetValid,
     /// A valid JWT without the admin role (403).
     NotAdmin,
 }
@@ -47,6 +52,7 @@ impl Failure {
             Failure::Missing => "missing",
             Failure::Invalid => "invalid",
             Failure::Expired => "expired",
+            Failure::NotYetValid => "not_yet_valid",
             Failure::NotAdmin => "not_admin",
         }
     }
@@ -56,6 +62,7 @@ impl Failure {
             Failure::Missing => ApiError::unauthorized("missing bearer token"),
             Failure::Invalid => ApiError::unauthorized("invalid bearer token"),
             Failure::Expired => ApiError::unauthorized("expired bearer token"),
+            Failure::NotYetValid => ApiError::unauthorized("bearer token not yet valid"),
             Failure::NotAdmin => ApiError::forbidden("the token does not carry the admin role"),
         }
     }
@@ -68,13 +75,15 @@ impl Failure {
 /// | `KMS_ADMIN_TOKEN` (or `ADMIN_TOKEN`, the spec script's name) | static bearer token (at least 16 characters), compared in constant time |
 /// | `KMS_ADMIN_JWT_SECRET` | HS256 shared secret for JWTs |
 /// | `KMS_ADMIN_JWT_PUBLIC_KEY` | RS256 public key: PEM text, or the path of a PEM file |
-/// | `KMS_ADMIN_JWT_ISSUER` | required `iss`, if set |
-/// | `KMS_ADMIN_JWT_AUDIENCE` | required `aud`, if set |
+/// | `KMS_ADMIN_JWT_ISSUER` | required `iss`, if set: a token without it is refused |
+/// | `KMS_ADMIN_JWT_AUDIENCE` | required `aud`, if set: a token without it is refused |
 /// | `KMS_ADMIN_JWT_ROLE` | role required in the `role` (string) or `roles` (array) claim; default `admin` |
 ///
-/// JWTs must carry `exp`; expiry is checked with 30 s of leeway. Only the
-/// algorithms with a configured key are accepted (no `none`, no algorithm
-/// confusion between the HMAC secret and the RSA key).
+/// JWTs must carry `exp`; `exp` and, when present, `nbf` are checked with
+/// 30 s of leeway. A configured issuer or audience must be present in the
+/// token, not only match when present. Only the algorithms with a
+/// configured key are accepted (no `none`, no algorithm confusion between
+/// the HMAC secret and the RSA key).
 #[derive(Clone, Default)]
 pub struct AuthConfig {
     token_digest: Option<[u8; 32]>,
@@ -239,6 +248,31 @@ impl AuthConfig {
         self.verify_jwt(token)
     }
 
+    /// What a JWT signed with `alg` must satisfy. jsonwebtoken checks `iss`
+    /// and `aud` only when the token carries them, so a configured one is
+    /// also a required claim; `nbf` is checked only when asked for.
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut validation = Validation::new(alg);
+        validation.leeway = JWT_LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
+        match &self.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.validate_aud = true;
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        validation
+    }
+
     fn verify_jwt(&self, token: &str) -> Result<Principal, Failure> {
         // Three dot-separated parts, or it is not a JWT (a wrong static token).
         if token.split('.').count() != 3 {
@@ -251,22 +285,12 @@ impl AuthConfig {
             _ => None,
         }
         .ok_or(Failure::Invalid)?;
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = 30;
-        validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
-        match &self.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = &self.issuer {
-            validation.set_issuer(&[iss]);
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
-            .kind()
-        {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => Failure::Expired,
-            _ => Failure::Invalid,
-        })?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation(header.alg))
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => Failure::Expired,
+                ErrorKind::ImmatureSignature => Failure::NotYetValid,
+                _ => Failure::Invalid,
+            })?;
         let claims = data.claims;
         let role = self.role();
         let is_admin =
@@ -329,6 +353,31 @@ mod tests {
         assert_eq!(bearer("Basic abc"), None);
         assert_eq!(bearer("Bearer "), None);
         assert_eq!(bearer("Bearer"), None);
+    }
+
+    #[test]
+    fn configured_issuer_and_audience_are_required_claims() {
+        let claims = |auth: &AuthConfig| {
+            let mut c: Vec<String> = auth
+                .validation(Algorithm::HS256)
+                .required_spec_claims
+                .into_iter()
+                .collect();
+            c.sort();
+            c
+        };
+        let auth = AuthConfig::new();
+        assert_eq!(claims(&auth), ["exp"]);
+        let v = auth.validation(Algorithm::RS256);
+        assert!(v.validate_exp && v.validate_nbf && !v.validate_aud);
+        assert_eq!(v.leeway, JWT_LEEWAY_SECS);
+        assert_eq!(v.algorithms, [Algorithm::RS256]);
+        assert_eq!(claims(&auth.clone().jwt_audience("a")), ["aud", "exp"]);
+        assert_eq!(claims(&auth.clone().jwt_issuer("i")), ["exp", "iss"]);
+        let both = auth.jwt_audience("a").jwt_issuer("i");
+        assert_eq!(claims(&both), ["aud", "exp", "iss"]);
+        assert!(both.validation(Algorithm::HS256).validate_aud);
+        assert_eq!(Failure::NotYetValid.reason(), "not_yet_valid");
     }
 
     #[test]
