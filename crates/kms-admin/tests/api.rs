@@ -489,7 +489,7 @@ async fn oversized_and_malformed_bodies() {
         (r#"{"provider":"env","colour":"blue"}"#, "INVALID_CONFIG"),
         (r#"{"provider":"env","timeout":"soon"}"#, "INVALID_CONFIG"),
         (
-            r#"{"provider":"env","credentials":{"encryptionKey":"abcd"}}"#,
+            r#"{"provider":"env","credentials":{"encryptionKey":"s3cr3t"}}"#,
             "INVALID_CONFIG",
         ),
     ] {
@@ -504,13 +504,13 @@ async fn oversized_and_malformed_bodies() {
         }
     }
     let r = call(Method::POST, CONFIG_TEST)
-        .body(r#"{"provider":"env","credentials":{"encryptionKey":"abcd"}}"#)
+        .body(r#"{"provider":"env","credentials":{"encryptionKey":"s3cr3t"}}"#)
         .send(&app)
         .await;
     // The variable is named, its (secret) value is not echoed.
     let message = r.json["error"]["message"].as_str().unwrap();
     assert!(message.contains("ENCRYPTION_KEY"), "{message}");
-    assert!(!r.text.contains("abcd"), "{}", r.text);
+    assert!(!r.text.contains("s3cr3t"), "{}", r.text);
 }
 
 /// A body without Content-Length.

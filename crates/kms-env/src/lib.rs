@@ -8,6 +8,7 @@ use std::sync::Once;
 
 use async_trait::async_trait;
 use hkdf::Hkdf;
+use kms_core::key::KEY_LEN;
 use kms_core::{
     DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
     LiveVersions, Result, VersionInfo,
@@ -42,16 +43,41 @@ old ciphertexts keep decrypting";
 static DEV_WARNING: Once = Once::new();
 
 /// Turns an `ENCRYPTION_KEY`-style value into key material: 64 hex characters
-/// are the key itself; any other value of at least 32 characters is stretched
-/// with HKDF-SHA256 ([`HKDF_SALT`], [`HKDF_INFO`]).
+/// are the key itself; a value made only of hex digits but of another length
+/// is a mistyped key and is refused; any other value of at least 32
+/// characters is a passphrase, stretched with HKDF-SHA256 ([`HKDF_SALT`],
+/// [`HKDF_INFO`]), and logs a warning (target `kms::env`) that it is for
+/// development only.
 ///
 /// # Errors
-/// [`Error::Config`] naming `variable` for shorter values. The value is never
-/// part of the message.
+/// [`Error::InvalidKeyLength`] for hex digits of any length but 64 (a
+/// warning names `variable` and the length); [`Error::Config`] naming
+/// `variable` for other values shorter than 32 characters. The value is never
+/// part of the message or of the log.
 pub fn key_from_value(value: &str, variable: &str) -> Result<KeyMaterial> {
+    parse_key(value, variable, None)
+}
+
+/// What [`key_from_value`] does; `entry` is the 1-based position of the
+/// value in `ENCRYPTION_KEY_PREVIOUS`, for the log.
+fn parse_key(value: &str, variable: &str, entry: Option<usize>) -> Result<KeyMaterial> {
     let value = value.trim_ascii();
-    if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return KeyMaterial::from_hex(value);
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if value.len() == 2 * KEY_LEN {
+            return KeyMaterial::from_hex(value);
+        }
+        // Only hex digits: a key with a digit too many or too few (or a short
+        // hex string), never a passphrase. The error cannot name the
+        // variable, so the log does.
+        tracing::warn!(
+            target: "kms::env",
+            variable,
+            entry,
+            hex_digits = value.len(),
+            "refused: only hex digits, but a hex key has exactly 64 (a typo?); \
+             generate one with `kms generate-key`"
+        );
+        return Err(Error::InvalidKeyLength);
     }
     if value.chars().count() < MIN_PASSPHRASE_CHARS {
         return Err(Error::config(
@@ -63,9 +89,17 @@ pub fn key_from_value(value: &str, variable: &str) -> Result<KeyMaterial> {
         ));
     }
     let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), value.as_bytes());
-    let mut okm = Zeroizing::new([0u8; 32]);
+    let mut okm = Zeroizing::new([0u8; KEY_LEN]);
     hk.expand(HKDF_INFO, okm.as_mut())
         .map_err(|_| Error::config(variable, "key derivation failed"))?;
+    tracing::warn!(
+        target: "kms::env",
+        variable,
+        entry,
+        "a passphrase, not a 64-hex-character key: its key is derived with HKDF-SHA256, which is fast, \
+         so anyone holding a ciphertext can test passphrase guesses offline against the key fingerprint \
+         in its header; for development only, use a random key from `kms generate-key` for real data"
+    );
     Ok(KeyMaterial::from_bytes(*okm))
 }
 
@@ -169,7 +203,7 @@ impl EnvProviderBuilder {
     }
 
     /// The current key (`ENCRYPTION_KEY`): 64 hex characters or a passphrase
-    /// of at least 32 characters.
+    /// of at least 32 characters that is not only hex digits.
     #[must_use]
     pub fn encryption_key(mut self, value: impl Into<String>) -> Self {
         self.current = Some(SecretString::from(value.into()));
@@ -188,7 +222,9 @@ impl EnvProviderBuilder {
     ///
     /// # Errors
     /// [`Error::Config`] naming `ENCRYPTION_KEY` when it is missing or too
-    /// short, or `ENCRYPTION_KEY_PREVIOUS` when one of its keys is.
+    /// short, or `ENCRYPTION_KEY_PREVIOUS` when one of its keys is;
+    /// [`Error::InvalidKeyLength`] when either holds hex digits of another
+    /// length than 64 (see [`key_from_value`]).
     pub fn build(self) -> Result<EnvProvider> {
         let key_id = self.key_id.unwrap_or_default();
         let current = self.current.ok_or_else(|| {
@@ -203,8 +239,8 @@ impl EnvProviderBuilder {
         let mut by_version = HashMap::new();
         let mut order = Vec::new();
         // ENCRYPTION_KEY_PREVIOUS lists the most recent first; versions go oldest first.
-        for value in self.previous.iter().rev() {
-            let material = key_from_value(value.expose_secret(), ENCRYPTION_KEY_PREVIOUS)?;
+        for (i, value) in self.previous.iter().enumerate().rev() {
+            let material = parse_key(value.expose_secret(), ENCRYPTION_KEY_PREVIOUS, Some(i + 1))?;
             let version = version_of(&material)?;
             if version == *current.version() || by_version.contains_key(&version) {
                 continue;
@@ -335,6 +371,131 @@ mod tests {
         assert!(text.contains("ENCRYPTION_KEY"), "{text}");
         assert!(!text.contains("short-secret-value"), "{text}");
         assert!(!format!("{err:?}").contains("short-secret-value"));
+    }
+
+    /// Hex digits of another length than 64: typos, never passphrases.
+    const HEX_TYPOS: [&str; 4] = [
+        "deadbeef",
+        // 63 and 65 characters.
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1",
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f0",
+        // 62 characters, upper case.
+        "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E",
+    ];
+
+    #[test]
+    fn hex_of_the_wrong_length_is_refused_not_stretched() {
+        assert_eq!(HEX_TYPOS.map(str::len), [8, 63, 65, 62]);
+        for typo in HEX_TYPOS {
+            for value in [typo.to_owned(), format!(" {typo}\n")] {
+                let err = key_from_value(&value, ENCRYPTION_KEY).unwrap_err();
+                assert!(matches!(err, Error::InvalidKeyLength), "{typo}: {err:?}");
+                assert_eq!(err.to_string(), "Invalid key length: expected 32 bytes");
+            }
+            let err = EnvProvider::builder()
+                .encryption_key(typo)
+                .build()
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidKeyLength), "{typo}: {err:?}");
+            let err = EnvProvider::builder()
+                .encryption_key(K1)
+                .previous_key(K2)
+                .previous_key(typo)
+                .build()
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidKeyLength), "{typo}: {err:?}");
+            let err = EnvProviderBuilder::from_lookup(lookup(&[
+                ("ENCRYPTION_KEY", K1),
+                ("ENCRYPTION_KEY_PREVIOUS", &format!("{K2}, {typo}")),
+            ]))
+            .unwrap()
+            .build()
+            .unwrap_err();
+            assert!(matches!(err, Error::InvalidKeyLength), "{typo}: {err:?}");
+        }
+        // 64 hex digits in either case are still a key.
+        assert_eq!(
+            key_from_value(&K1.to_uppercase(), ENCRYPTION_KEY).unwrap(),
+            KeyMaterial::from_hex(K1).unwrap()
+        );
+    }
+
+    #[test]
+    fn refused_hex_is_logged_by_variable_without_the_value() {
+        let typo = HEX_TYPOS[1];
+        let (res, c) = kms_testing::capture::observe(tracing::Level::WARN, async {
+            EnvProvider::builder()
+                .encryption_key(K1)
+                .previous_key(K2)
+                .previous_key(typo)
+                .build()
+        })
+        .unwrap();
+        assert!(matches!(res.unwrap_err(), Error::InvalidKeyLength));
+        let events = c.events("kms::env");
+        assert_eq!(events.len(), 1, "{}", c.raw);
+        let fields = &events[0]["fields"];
+        assert_eq!(fields["variable"], "ENCRYPTION_KEY_PREVIOUS");
+        assert_eq!(fields["entry"], 2);
+        assert_eq!(fields["hex_digits"], 63);
+        assert!(!c.raw.contains(&typo[..16]), "{}", c.raw);
+    }
+
+    #[test]
+    fn passphrases_work_and_warn_without_showing_them() {
+        // 40 characters, not all hex.
+        let pass = "correct horse battery staple, 40 chars!!";
+        assert_eq!(pass.len(), 40);
+        let (res, c) = kms_testing::capture::observe(tracing::Level::WARN, async {
+            EnvProvider::builder()
+                .encryption_key(pass)
+                .previous_key(PASS)
+                .build()
+        })
+        .unwrap();
+        let p = res.unwrap();
+        let key = key_from_value(pass, ENCRYPTION_KEY).unwrap();
+        assert_eq!(p.current.material(), &key);
+        let warnings: Vec<_> = c
+            .events("kms::env")
+            .into_iter()
+            .filter(|e| e["level"] == "WARN" && e["fields"]["variable"].is_string())
+            .collect();
+        assert_eq!(warnings.len(), 2, "{}", c.raw);
+        assert_eq!(warnings[0]["fields"]["variable"], "ENCRYPTION_KEY");
+        assert_eq!(warnings[1]["fields"]["variable"], "ENCRYPTION_KEY_PREVIOUS");
+        assert_eq!(warnings[1]["fields"]["entry"], 1);
+        let message = warnings[0]["fields"]["message"].as_str().unwrap();
+        assert!(message.contains("passphrase"), "{message}");
+        assert!(message.contains("offline"), "{message}");
+        for secret in [pass, "horse battery", PASS, "encryption_key_here"] {
+            assert!(!c.raw.contains(secret), "{secret} in {}", c.raw);
+        }
+        // Keys made of 64 hex digits log nothing of the sort.
+        let ((), c) = kms_testing::capture::observe(tracing::Level::WARN, async {
+            key_from_value(K1, ENCRYPTION_KEY).unwrap();
+        })
+        .unwrap();
+        assert!(c.events("kms::env").is_empty(), "{}", c.raw);
+    }
+
+    #[test]
+    fn other_formats_are_passphrases_as_before() {
+        // Base64 of 32 bytes (`openssl rand -base64 32`) and `0x`-prefixed
+        // hex are not hex digits only: stretched as before, with the warning.
+        for value in [
+            "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=",
+            "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        ] {
+            let k = key_from_value(value, ENCRYPTION_KEY).unwrap();
+            let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), value.as_bytes());
+            let mut want = [0u8; 32];
+            hk.expand(HKDF_INFO, &mut want).unwrap();
+            assert_eq!(k.expose_secret(), &want);
+        }
+        // Blank values are missing keys, not hex of length 0.
+        let err = key_from_value("   ", ENCRYPTION_KEY).unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err:?}");
     }
 
     #[tokio::test]
