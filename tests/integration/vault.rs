@@ -568,6 +568,27 @@ path "secret/config" { capabilities = ["read"] }
     let kms = kms_from(&vars).await;
     let ct = kms.encrypt_str("via approle", b"").await.unwrap();
     assert_eq!(kms.decrypt_str(&ct, b"").await.unwrap(), "via approle");
+
+    // Refusals by policy (a path the role may not read) cause no new
+    // login each: the token count of the server does not grow with them.
+    let tokens = || async {
+        let out = bao_ok(&bao, &["list", "-format=json", "auth/token/accessors"]).await;
+        serde_json::from_str::<Vec<String>>(&out).unwrap().len()
+    };
+    let before = tokens().await;
+    let mut denied_vars = vars.clone();
+    denied_vars.insert("KMS_VAULT_PATH_PREFIX".into(), "not-allowed".into());
+    let denied = kms_from(&denied_vars).await;
+    let after_build = tokens().await;
+    for _ in 0..20 {
+        let err = denied.encrypt_str("x", b"").await.unwrap_err();
+        assert_eq!(err.to_string(), "Access denied to encryption key");
+    }
+    assert_eq!(
+        tokens().await,
+        after_build,
+        "refusals made new logins (before the build: {before})"
+    );
     assert_eq!(kms.rotate().await.unwrap().as_str(), "2");
     assert!(kms.health().await.healthy);
     assert!(!format!("{kms:?}").contains(&secret_id));

@@ -22,6 +22,14 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 /// Default number of key versions kept.
 pub const DEFAULT_MAX_VERSIONS: u64 = 10_000;
 
+/// Default age up to which a key's version list answers `versions` and the
+/// unknown-version check: 1 second.
+pub const DEFAULT_LIST_TTL: Duration = Duration::from_secs(1);
+
+/// Default shortest interval between two listings of one key that unknown
+/// versions cause, and between two direct reads of unlisted versions: 250 ms.
+pub const DEFAULT_LIST_REFRESH: Duration = Duration::from_millis(250);
+
 /// How the cache behaves. Every field has a documented default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
@@ -33,6 +41,13 @@ pub struct CacheConfig {
     pub max_versions: u64,
     /// Stale-if-error grace period: `None` (the default) turns it off.
     pub stale_if_error: Option<Duration>,
+    /// How long a key's version list (`versions`) is reused. Default:
+    /// [`DEFAULT_LIST_TTL`], 1 second.
+    pub list_ttl: Duration,
+    /// The shortest interval between two listings of one key caused by
+    /// versions the cached list lacks, and between two direct reads of such
+    /// versions. Default: [`DEFAULT_LIST_REFRESH`], 250 ms.
+    pub list_refresh: Duration,
 }
 
 impl Default for CacheConfig {
@@ -41,6 +56,8 @@ impl Default for CacheConfig {
             ttl: DEFAULT_TTL,
             max_versions: DEFAULT_MAX_VERSIONS,
             stale_if_error: None,
+            list_ttl: DEFAULT_LIST_TTL,
+            list_refresh: DEFAULT_LIST_REFRESH,
         }
     }
 }
@@ -69,6 +86,27 @@ struct Hot {
     expires: Instant,
 }
 
+/// A key's version list and when it was fetched.
+#[derive(Clone)]
+struct Listed {
+    versions: Arc<Vec<VersionInfo>>,
+    loaded: Instant,
+}
+
+/// What the version list says about a version the cache does not hold.
+enum Gate {
+    /// Listed and readable: ask the provider.
+    Listed,
+    /// Listed, but disabled, deleted or destroyed: the provider would refuse.
+    Unreadable,
+    /// Not listed, even after listing again: probably forged. The provider
+    /// is asked at most once per `list_refresh` per key (a listing that lags
+    /// behind a write must not make a real version unreadable).
+    Unlisted,
+    /// The list cannot be had: ask the provider, as without the gate.
+    Unknown,
+}
+
 #[derive(Default)]
 struct Counters {
     hits: AtomicU64,
@@ -90,6 +128,12 @@ pub struct CachingProvider {
     versions: Cache<(KeyId, KeyVersion), DataKey>,
     hot: ArcSwapOption<Hot>,
     last_known: Mutex<HashMap<KeyId, Stamped>>,
+    /// Version lists, for `versions` and for the unknown-version gate.
+    lists: Mutex<HashMap<KeyId, Listed>>,
+    /// One listing at a time: waiters reuse the list the first one fetched.
+    listing: tokio::sync::Mutex<()>,
+    /// When each key last let an unlisted version through to the provider.
+    probed: Mutex<HashMap<KeyId, Instant>>,
     counters: Counters,
 }
 
@@ -125,6 +169,9 @@ impl CachingProvider {
             config,
             hot: ArcSwapOption::empty(),
             last_known: Mutex::new(HashMap::new()),
+            lists: Mutex::new(HashMap::new()),
+            listing: tokio::sync::Mutex::new(()),
+            probed: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         }
     }
@@ -169,6 +216,10 @@ impl CachingProvider {
         self.versions.invalidate_all();
         self.hot.store(None);
         self.last_known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.lists
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
@@ -292,6 +343,15 @@ impl CachingProvider {
             return Ok(key);
         }
         bump(&self.counters.misses);
+        match self.gate(key_id, version).await {
+            Gate::Listed | Gate::Unknown => {}
+            Gate::Unreadable => return Err(Error::key_not_found(key_id, Some(version))),
+            Gate::Unlisted => {
+                if !self.may_probe(key_id) {
+                    return Err(Error::key_not_found(key_id, Some(version)));
+                }
+            }
+        }
         self.versions
             .try_get_with(cache_key, async {
                 bump(&self.counters.loads);
@@ -304,8 +364,93 @@ impl CachingProvider {
             .map_err(|e| (*e).clone())
     }
 
+    /// The version list of `key_id`, fetched again when older than
+    /// `max_age`; concurrent callers share one listing.
+    async fn list(&self, key_id: &KeyId, max_age: Duration) -> Result<Listed> {
+        let fresh = |lists: &Mutex<HashMap<KeyId, Listed>>| {
+            lists
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(key_id)
+                .filter(|l| l.loaded.elapsed() < max_age)
+                .cloned()
+        };
+        if let Some(l) = fresh(&self.lists) {
+            return Ok(l);
+        }
+        let _one_at_a_time = self.listing.lock().await;
+        if let Some(l) = fresh(&self.lists) {
+            return Ok(l);
+        }
+        // Not a key load: the counters count keys.
+        let versions = self.inner.versions(key_id).await?;
+        let listed = Listed {
+            versions: Arc::new(versions),
+            loaded: Instant::now(),
+        };
+        self.lists
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key_id.clone(), listed.clone());
+        Ok(listed)
+    }
+
+    /// Whether the version list has `version`, listing again (at most once
+    /// per `list_refresh`, waiting for that if need be) when it does not:
+    /// a version another instance just wrote is then found, and a stream of
+    /// forged versions costs one listing per `list_refresh`.
+    async fn gate(&self, key_id: &KeyId, version: &KeyVersion) -> Gate {
+        let find = |l: &Listed| {
+            l.versions.iter().find(|v| &v.version == version).map(|v| {
+                if v.enabled {
+                    Gate::Listed
+                } else {
+                    Gate::Unreadable
+                }
+            })
+        };
+        let Ok(listed) = self.list(key_id, self.config.list_ttl).await else {
+            return Gate::Unknown;
+        };
+        if let Some(gate) = find(&listed) {
+            return gate;
+        }
+        let age = listed.loaded.elapsed();
+        if age < self.config.list_refresh {
+            tokio::time::sleep(self.config.list_refresh - age).await;
+        }
+        match self.list(key_id, self.config.list_refresh).await {
+            Ok(listed) => find(&listed).unwrap_or(Gate::Unlisted),
+            Err(_) => Gate::Unknown,
+        }
+    }
+
+    /// Lets one unlisted version per `list_refresh` and key through to the
+    /// provider. (Nothing is cached as missing: a version refused now may
+    /// be written a moment later, and an attacker who guesses the next
+    /// version number must not be able to make fresh data unreadable.)
+    fn may_probe(&self, key_id: &KeyId) -> bool {
+        let mut probed = self.probed.lock().unwrap_or_else(PoisonError::into_inner);
+        match probed.get(key_id) {
+            Some(at) if at.elapsed() < self.config.list_refresh => false,
+            _ => {
+                probed.insert(key_id.clone(), Instant::now());
+                true
+            }
+        }
+    }
+
+    /// Forgets the version list of `key_id` (a version was just written).
+    fn forget_list(&self, key_id: &KeyId) {
+        self.lists
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key_id);
+    }
+
     /// Caches a version this instance just created as the current one.
     async fn rotated(&self, key_id: &KeyId, key: &DataKey) {
+        self.forget_list(key_id);
         let stamped = Stamped {
             key: key.clone(),
             loaded: Instant::now(),
@@ -380,8 +525,18 @@ impl KeyProvider for CachingProvider {
         Box::pin(self.key_version_slow(key_id, version)).await
     }
 
+    /// The version list, reused for [`CacheConfig::list_ttl`] (1 s by
+    /// default): decrypting a ciphertext whose version is unknown searches
+    /// the list by fingerprint, and a stream of forged ciphertexts must not
+    /// list the key once each. Callers that need the provider's own answer
+    /// (scheduled rotation) ask the layer below the cache.
     async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
-        self.inner.versions(key_id).await
+        Ok(self
+            .list(key_id, self.config.list_ttl)
+            .await?
+            .versions
+            .as_ref()
+            .clone())
     }
 
     async fn rotate(&self, key_id: &KeyId, live: &LiveVersions) -> Result<DataKey> {
@@ -402,7 +557,10 @@ impl KeyProvider for CachingProvider {
         let rotated = self.inner.rotate_if_current(key_id, expected, live).await?;
         match &rotated {
             Some(key) => self.rotated(key_id, key).await,
-            None => self.invalidate_current(key_id).await,
+            None => {
+                self.forget_list(key_id);
+                self.invalidate_current(key_id).await;
+            }
         }
         Ok(rotated)
     }

@@ -53,6 +53,9 @@ pub struct VaultProvider {
     /// The mount's `max_versions` as last read, for `metadata` (health
     /// checks call it often); writes always read it afresh.
     mount_max: RwLock<Option<(Instant, Option<u64>)>>,
+    /// When a token was last found valid after a refusal, and the login
+    /// generation it belongs to.
+    token_checked: std::sync::Mutex<Option<(Instant, u64)>>,
 }
 
 impl fmt::Debug for VaultProvider {
@@ -120,6 +123,7 @@ impl VaultProvider {
             }),
             login: tokio::sync::Mutex::new(()),
             mount_max: RwLock::new(None),
+            token_checked: std::sync::Mutex::new(None),
         };
         if provider.approle.is_some() {
             provider.log_in(0).await.map_err(|e| {
@@ -218,8 +222,13 @@ impl VaultProvider {
         Fut: Future<Output = Result<T, CallError>>,
     {
         let (client, generation) = self.session();
-        match op(client).await {
+        match op(client.clone()).await {
             Err(e) if e.kind == Kind::Denied && self.approle.is_some() => {
+                if self.token_still_valid(&client, generation).await {
+                    // A policy refusal, not an expired token: a new login
+                    // would not help and would leave a token behind.
+                    return Err(e);
+                }
                 tracing::debug!(
                     target: "kms::vault",
                     "Vault refused the AppRole token (expired?): logging in again"
@@ -229,6 +238,34 @@ impl VaultProvider {
             }
             result => result,
         }
+    }
+
+    /// Whether Vault still accepts the token of `client`
+    /// (`auth/token/lookup-self`), remembered for [`TOKEN_CHECK_TTL`] so
+    /// that a stream of refusals costs one lookup per interval, and no
+    /// login.
+    async fn token_still_valid(&self, client: &VaultClient, generation: u64) -> bool {
+        let checked = *self
+            .token_checked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, checked_generation)) = checked
+            && checked_generation == generation
+            && at.elapsed() < TOKEN_CHECK_TTL
+        {
+            return true;
+        }
+        let valid = vaultrs::api::exec_with_result(client, endpoints::LookupSelf)
+            .await
+            .is_ok();
+        if valid {
+            *self
+                .token_checked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) =
+                Some((Instant::now(), generation));
+        }
+        valid
     }
 
     /// Reads one version (or the latest) of a key's secret, data and metadata.
@@ -651,6 +688,10 @@ fn with_token(client: &VaultClient, token: &str) -> VaultClient {
         settings,
     }
 }
+
+/// How long a token found valid after a refusal is trusted to be valid
+/// (refusals in that time are policy refusals: no new login).
+const TOKEN_CHECK_TTL: Duration = Duration::from_secs(5);
 
 /// How long `metadata` trusts the mount's `max_versions` as last read.
 const MOUNT_CONFIG_TTL: Duration = Duration::from_secs(60);

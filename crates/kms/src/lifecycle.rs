@@ -59,6 +59,7 @@ impl LifecycleConfig {
         let schedule = match self.rotation_period {
             Some(period) if !period.is_zero() => Some(Arc::new(Schedule::start(
                 kms.provider().clone(),
+                kms.uncached_provider(),
                 kms.key_id().clone(),
                 live,
                 period,
@@ -259,8 +260,12 @@ fn jittered(d: Duration) -> Duration {
 impl Schedule {
     /// Spawns the task on the current Tokio runtime. It holds the provider
     /// stack, not the `Kms`.
+    /// `provider` rotates (through the cache, which then holds the new
+    /// version); `lister` lists versions as the provider has them, never
+    /// from a cache.
     fn start(
         provider: Arc<dyn KeyProvider>,
+        lister: Arc<dyn KeyProvider>,
         key_id: KeyId,
         live: LiveVersions,
         period: Duration,
@@ -280,7 +285,7 @@ impl Schedule {
             let mut wait = jittered(interval / 2);
             loop {
                 tokio::time::sleep(wait).await;
-                let _ = check_rotation(&*provider, &key_id, &live, period).await;
+                let _ = check_rotation(&*provider, &*lister, &key_id, &live, period).await;
                 wait = jittered(interval);
             }
         });
@@ -303,11 +308,12 @@ impl Schedule {
 /// Provider errors (also logged as warnings).
 pub(crate) async fn check_rotation(
     provider: &dyn KeyProvider,
+    lister: &dyn KeyProvider,
     key_id: &KeyId,
     live: &LiveVersions,
     period: Duration,
 ) -> Result<Option<DataKey>> {
-    let result = check_rotation_inner(provider, key_id, live, period).await;
+    let result = check_rotation_inner(provider, lister, key_id, live, period).await;
     if let Err(e) = &result {
         tracing::warn!(
             target: "kms",
@@ -322,13 +328,14 @@ pub(crate) async fn check_rotation(
 
 async fn check_rotation_inner(
     provider: &dyn KeyProvider,
+    lister: &dyn KeyProvider,
     key_id: &KeyId,
     live: &LiveVersions,
     period: Duration,
 ) -> Result<Option<DataKey>> {
     // The provider's own list (never cached): the current version is the
     // newest enabled one, with its creation time.
-    let list = provider.versions(key_id).await?;
+    let list = lister.versions(key_id).await?;
     let Some(current) = list.iter().rev().find(|v| v.enabled) else {
         return Err(Error::key_not_found(key_id, None::<&str>));
     };
@@ -515,12 +522,18 @@ mod tests {
     async fn check_rotates_only_when_due() {
         let p = MemoryProvider::with_key(id());
         assert!(
-            check_rotation(&p, &id(), &LiveVersions::all(), Duration::from_secs(3600))
-                .await
-                .unwrap()
-                .is_none()
+            check_rotation(
+                &p,
+                &p,
+                &id(),
+                &LiveVersions::all(),
+                Duration::from_secs(3600)
+            )
+            .await
+            .unwrap()
+            .is_none()
         );
-        let rotated = check_rotation(&p, &id(), &LiveVersions::all(), Duration::ZERO)
+        let rotated = check_rotation(&p, &p, &id(), &LiveVersions::all(), Duration::ZERO)
             .await
             .unwrap();
         assert_eq!(rotated.unwrap().version().as_str(), "2");

@@ -186,3 +186,101 @@ fn config_reports_the_stack_without_secrets() {
     assert!(!json.contains("8f7c2d54"), "{json}");
     assert!(!format!("{b:?}").contains("8f7c2d54"));
 }
+
+/// A ciphertext that parses but was never written: a real key id, a
+/// version and a fingerprint of the attacker's choice, random IV and tag.
+fn forged(key_id: &str, version: &str) -> Vec<u8> {
+    let noise = *kms::KeyMaterial::generate().expose_secret();
+    let mut out = vec![b'K', b'M', 1, 12, key_id.len() as u8];
+    out.extend_from_slice(key_id.as_bytes());
+    out.push(version.len() as u8);
+    out.extend_from_slice(version.as_bytes());
+    out.extend_from_slice(&noise[..8]); // fingerprint
+    out.extend_from_slice(&noise[8..20]); // IV
+    out.extend_from_slice(b"forged plaintext");
+    out.extend_from_slice(&noise[16..32]); // tag
+    out
+}
+
+/// 10,000 forged ciphertexts (half under the fixed version 99, half under
+/// random versions, every fingerprint random) decrypted while valid traffic
+/// runs: every forged one fails with "Encryption key not found", no valid
+/// request fails, the circuit stays closed, and the provider sees at most
+/// two calls per `list_refresh` (one listing, one direct read of an
+/// unlisted version), not one or two per forged ciphertext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_ciphertexts_cost_a_bounded_number_of_provider_calls() {
+    let p = faulty();
+    let refresh = Duration::from_millis(50);
+    let kms = kms_over(
+        p.clone(),
+        Kms::builder().cache(kms::cache::CacheConfig {
+            list_refresh: refresh,
+            ..kms::cache::CacheConfig::default()
+        }),
+    )
+    .await;
+    // Valid data under versions 1, 2 and 3, then a cold cache.
+    let mut warm = vec![kms.encrypt(b"valid", b"").await.unwrap()];
+    for _ in 0..2 {
+        kms.rotate().await.unwrap();
+        warm.push(kms.encrypt(b"valid", b"").await.unwrap());
+    }
+    kms.clear_cache();
+    for ct in &warm {
+        assert_eq!(kms.decrypt(ct, b"").await.unwrap(), b"valid");
+    }
+    p.reset_calls();
+    let started = Instant::now();
+    let kms = Arc::new(kms);
+    let mut tasks = Vec::new();
+    for t in 0..200u64 {
+        let kms = kms.clone();
+        let warm = warm.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut forged_refused, mut valid_ok) = (0u64, 0u64);
+            for i in 0..50u64 {
+                let version = if (t + i) % 2 == 0 {
+                    "99".to_owned()
+                } else {
+                    format!("{}", 1000 + t * 50 + i)
+                };
+                let err = kms
+                    .decrypt(&forged("default", &version), b"")
+                    .await
+                    .unwrap_err();
+                assert_eq!(
+                    err.to_string(),
+                    "Encryption key not found: default",
+                    "{err:?}"
+                );
+                forged_refused += 1;
+                // Valid traffic in between: old data and new data.
+                let ct = &warm[(i % 3) as usize];
+                assert_eq!(kms.decrypt(ct, b"").await.unwrap(), b"valid");
+                let fresh = kms.encrypt(b"new", b"").await.unwrap();
+                assert_eq!(kms.decrypt(&fresh, b"").await.unwrap(), b"new");
+                valid_ok += 1;
+            }
+            (forged_refused, valid_ok)
+        }));
+    }
+    let (mut forged_refused, mut valid_ok) = (0, 0);
+    for t in tasks {
+        let (f, v) = t.await.unwrap();
+        forged_refused += f;
+        valid_ok += v;
+    }
+    let elapsed = started.elapsed();
+    let calls = p.calls();
+    let windows = (elapsed.as_millis() / refresh.as_millis()) as u64 + 1;
+    eprintln!(
+        "{forged_refused} forged refused, {valid_ok} valid rounds, {calls} provider calls in {elapsed:?} ({windows} refresh windows)"
+    );
+    assert_eq!((forged_refused, valid_ok), (10_000, 10_000));
+    assert!(
+        calls <= 2 * windows + 2,
+        "{calls} provider calls in {windows} windows"
+    );
+    assert_eq!(kms.circuit_state(), Some(CircuitState::Closed));
+}
