@@ -3,7 +3,6 @@
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::aead::array::Array;
 use aes_gcm::aead::consts::{U12, U16};
-use rand::Rng;
 use std::borrow::Cow;
 
 use crate::error::{Error, Result};
@@ -17,15 +16,15 @@ const P_MAX: u64 = (1 << 36) - 32;
 ///
 /// Returns the binary ciphertext format. The IV comes from the thread-local
 /// CSPRNG (`rand::rng()`, ChaCha-based, seeded and periodically reseeded
-/// from the operating system), which costs nanoseconds instead of a system
-/// call per operation.
+/// from the operating system, and reseeded after a `fork()`: see
+/// [`crate::random`]'s documentation in the source).
 ///
 /// # Errors
 /// [`Error::InputTooLarge`] if the plaintext exceeds what GCM allows.
 pub fn seal(key: &DataKey, iv_len: IvLength, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
     let mut iv = [0u8; 16];
     let iv = iv.get_mut(..iv_len.size()).unwrap_or_default();
-    rand::rng().fill_bytes(iv);
+    crate::random::fill(iv);
     seal_with_iv(key, iv, plaintext, aad)
 }
 

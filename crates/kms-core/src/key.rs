@@ -9,7 +9,6 @@ use aes_gcm::aes::Aes256;
 use aes_gcm::{Aes256Gcm, AesGcm, KeyInit};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use rand::Rng;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -216,11 +215,12 @@ impl KeyMaterial {
         Ok(out)
     }
 
-    /// A new random key from the thread-local CSPRNG (seeded by the OS).
+    /// A new random key from the thread-local CSPRNG (seeded by the OS,
+    /// reseeded after a `fork()`).
     #[must_use]
     pub fn generate() -> Self {
         let mut out = KeyMaterial([0; KEY_LEN]);
-        rand::rng().fill_bytes(&mut out.0);
+        crate::random::fill(&mut out.0);
         out
     }
 

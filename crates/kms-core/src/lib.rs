@@ -7,6 +7,7 @@ pub mod error;
 pub mod format;
 pub mod key;
 pub mod provider;
+mod random;
 pub mod retention;
 pub mod settings;
 
