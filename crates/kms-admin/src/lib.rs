@@ -7,8 +7,8 @@
 //! | `GET /api/admin/kms/key/metadata` | the configured key's metadata |
 //! | `POST /api/admin/kms/key/rotate` | a new key version; the key cache is cleared |
 //! | `GET /api/admin/kms/config` | the active configuration, secrets redacted |
-//! | `POST /api/admin/kms/config/test` | builds a provider from the posted configuration, checks its health and fetches its key; changes nothing |
-//! | `PUT /api/admin/kms/config` | the same test, then a continuity check, then an atomic swap |
+//! | `POST /api/admin/kms/config/test` | builds a provider from the posted configuration, checks its health and fetches its key; changes nothing (no write, no scheduled rotation) |
+//! | `PUT /api/admin/kms/config` | the same test, then a continuity check, then an atomic swap (scheduled rotation starts only then) |
 //! | `GET /metrics` | Prometheus metrics (when a recorder is given) |
 //!
 //! Every response is JSON in the spec's shape: `{"success":true,"data":...}`
@@ -28,6 +28,18 @@
 //! - Body size limit and a time limit on every route; see [`AdminConfig`].
 //! - Credentials posted to `/config` are kept only inside the new provider:
 //!   never echoed (`GET /config` shows `"[REDACTED]"`), logged or written.
+//! - The configuration document cannot weaken the server (400 naming the
+//!   field): `rotationPeriod` and `minDecryptionVersion` left out keep the
+//!   running server's values; a `rotationPeriod` under
+//!   [`MIN_ROTATION_PERIOD`] (`0` and `""` included) is refused, and so is
+//!   removing or lowering a key's minimum decryption version (compared in
+//!   the new provider's version order, by key material). Every minimum of
+//!   the server carries over to the new configuration, or the document is
+//!   refused.
+//! - The server's credentials only go to its own endpoints: a document that
+//!   moves an endpoint brings its own credentials (400 naming `credentials`
+//!   otherwise, before any request; `anonymous: true` for Google Cloud), and
+//!   a document's credentials are used alone.
 //! - A swap is refused (409) unless every enabled version of the active key
 //!   is also readable through the new configuration, so data written before
 //!   the swap stays decryptable; copy keys first with `kms migrate`.
@@ -72,7 +84,7 @@ use axum::routing::{get, post};
 pub use auth::{
     AuthConfig, DEFAULT_ADMIN_ROLE, MIN_ADMIN_TOKEN_LEN, Principal, generate_admin_token,
 };
-pub use document::{FIELDS, Field, Lookup};
+pub use document::{FIELDS, Field, Lookup, MIN_ROTATION_PERIOD};
 pub use error::{ApiError, status_of};
 pub use guard::REQUEST_ID_HEADER;
 pub use limit::{

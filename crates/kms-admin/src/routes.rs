@@ -2,17 +2,18 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kms::{Error, Fingerprint, Kms, KmsBuilder};
+use kms::{Error, Fingerprint, KeyId, KeyVersion, Kms, KmsBuilder, VersionInfo};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::AdminState;
-use crate::document::{self, Document, Lookup};
+use crate::document::{self, Document, Lookup, MinVersion, Requested};
 use crate::error::ApiError;
 
 /// What a handler did, for the audit event of the request.
@@ -152,24 +153,97 @@ pub(crate) async fn get_config(State(state): State<Arc<AdminState>>) -> Response
 
 /// A candidate configuration, built and checked.
 struct Candidate {
+    /// Built without minimum decryption versions or scheduled rotation:
+    /// nothing of it runs in the background or writes.
     kms: Kms,
+    /// The variables it was built from, to build the one swapped in.
+    lookup: Lookup,
+    lifecycle: Lifecycle,
     settings: serde_json::Map<String, Value>,
     report: Value,
 }
 
+/// The lifecycle settings of a new configuration: the running server's,
+/// changed only where the document may change them.
+#[derive(Debug, Default)]
+struct Lifecycle {
+    rotation_period: Option<Duration>,
+    min_versions: Vec<(KeyId, KeyVersion)>,
+}
+
+impl Lifecycle {
+    fn report(&self) -> (Value, Value) {
+        let period = self
+            .rotation_period
+            .map_or(Value::Null, |p| Value::from(millis(p)));
+        let mins = self
+            .min_versions
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect::<Map<_, _>>();
+        (period, Value::Object(mins))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Candidate {
+    /// The [`Kms`] to swap in: built again with the lifecycle settings
+    /// (scheduled rotation starts here, once every check has passed), or
+    /// the tested one when there are none.
+    async fn into_active(self) -> Result<(Kms, Map<String, Value>, Value), ApiError> {
+        let Candidate {
+            kms,
+            lookup,
+            lifecycle,
+            settings,
+            report,
+        } = self;
+        if lifecycle.rotation_period.is_none() && lifecycle.min_versions.is_empty() {
+            return Ok((kms, settings, report));
+        }
+        drop(kms);
+        let mut builder = KmsBuilder::from_lookup(&*lookup).map_err(invalid_config)?;
+        drop(lookup);
+        for (key_id, version) in lifecycle.min_versions {
+            builder = builder.min_decryption_version(key_id, version);
+        }
+        let kms = builder
+            .rotation_period(lifecycle.rotation_period)
+            .build()
+            .await
+            .map_err(invalid_config)?;
+        Ok((kms, settings, report))
+    }
+}
+
 /// Builds a [`Kms`] from a posted document, runs its health check and
-/// fetches its current key. Changes nothing.
+/// fetches its current key, then settles the lifecycle settings against
+/// the running server (see [`resolve_lifecycle`]). Changes nothing: the
+/// [`Kms`] built here has no scheduled rotation.
 async fn build_and_test(state: &AdminState, body: &[u8]) -> Result<Candidate, ApiError> {
     let doc = Document::parse(body)?;
     let provider = doc.provider().to_owned();
+    let requested = doc.requested().clone();
     let lookup: Lookup = doc.lookup(&state.config.settings)?;
     let settings = document::describe(&provider, &lookup);
-    let kms = KmsBuilder::from_lookup(&*lookup)
-        .map_err(invalid_config)?
-        .build()
-        .await
-        .map_err(invalid_config)?;
-    drop(lookup);
+    let server = state.shared.kms();
+    // The lookup hides the lifecycle variables: this builder has neither a
+    // minimum decryption version nor a rotation period.
+    let builder = KmsBuilder::from_lookup(&*lookup).map_err(invalid_config)?;
+    let key_id = builder.config().key_id;
+    if requested.min_decryption_version == MinVersion::Remove
+        && let Some(minimum) = server.config().min_decryption_versions.get(key_id.as_str())
+    {
+        return Err(min_version_error(format!(
+            "`minDecryptionVersion` cannot be removed: the server refuses versions of key \
+             '{key_id}' older than {minimum}, and the admin API may not make retired versions \
+             decrypt again (leave it out to keep the server's minimum)"
+        )));
+    }
+    let kms = builder.build().await.map_err(invalid_config)?;
     let health = kms.health().await;
     let key = kms.provider().current_key(kms.key_id()).await;
     let mut report = Map::new();
@@ -191,14 +265,166 @@ async fn build_and_test(state: &AdminState, body: &[u8]) -> Result<Candidate, Ap
                 "fingerprint".into(),
                 Value::String(key.fingerprint().to_string()),
             );
+            let lifecycle = resolve_lifecycle(&server, &kms, &requested).await?;
+            let (period, mins) = lifecycle.report();
+            report.insert("rotationPeriod".into(), period);
+            report.insert("minDecryptionVersions".into(), mins);
             Ok(Candidate {
                 kms,
+                lookup,
+                lifecycle,
                 settings,
                 report: Value::Object(report),
             })
         }
         Err(e) => Err(ApiError::from(e).with_data(Value::Object(report))),
     }
+}
+
+fn min_version_error(message: String) -> ApiError {
+    ApiError::bad_request("INVALID_CONFIG", message)
+}
+
+/// A provider failure while comparing versions: its own status, with the reason.
+fn comparison_error(e: Error, which: &str) -> ApiError {
+    let cause = e.to_string();
+    ApiError::from(e).with_data(json!({
+        "reason": format!(
+            "cannot list or read the key versions on the {which} provider, so the minimum \
+             decryption version cannot be checked"
+        ),
+        "cause": cause,
+    }))
+}
+
+/// The versions of `key_id` on the candidate, oldest first.
+async fn candidate_versions(new: &Kms, key_id: &KeyId) -> Result<Vec<VersionInfo>, ApiError> {
+    match new.provider().versions(key_id).await {
+        Ok(list) => Ok(list),
+        Err(Error::KeyNotFound { .. }) => Err(min_version_error(format!(
+            "`minDecryptionVersion`: the new configuration has no key '{key_id}', so the \
+             server's minimum decryption version of that key cannot be kept; copy the key's \
+             versions first (`kms migrate`)"
+        ))),
+        Err(e) => Err(comparison_error(e, "new")),
+    }
+}
+
+/// Where the server's minimum version `minimum` of `key_id` is in the
+/// candidate's version list `list`: the version holding the same key
+/// material (same fingerprint), by the same name first. Version names are
+/// provider-native, so a name alone is not trusted across providers; when
+/// the server itself cannot read its minimum any more, the name is all
+/// there is.
+async fn locate(
+    server: &Kms,
+    new: &Kms,
+    list: &[VersionInfo],
+    key_id: &KeyId,
+    minimum: &KeyVersion,
+) -> Result<Option<usize>, ApiError> {
+    let wanted = match server.provider().key_version(key_id, minimum).await {
+        Ok(key) => Some(key.fingerprint()),
+        Err(Error::KeyNotFound { .. }) => None,
+        Err(e) => return Err(comparison_error(e, "current")),
+    };
+    let same_name = list.iter().position(|v| v.version == *minimum);
+    let Some(wanted) = wanted else {
+        return Ok(same_name);
+    };
+    let order = same_name
+        .into_iter()
+        .chain((0..list.len()).filter(|i| Some(*i) != same_name));
+    for i in order {
+        let Some(info) = list.get(i) else { continue };
+        match new.provider().key_version(key_id, &info.version).await {
+            Ok(key) if key.fingerprint() == wanted => return Ok(Some(i)),
+            Ok(_) | Err(Error::KeyNotFound { .. }) => {}
+            Err(e) => return Err(comparison_error(e, "new")),
+        }
+    }
+    Ok(None)
+}
+
+/// The lifecycle settings of the candidate `new`:
+/// - the rotation period: the document's (at least an hour, checked when
+///   parsed), or the running server's;
+/// - every minimum decryption version of the running server, for every key
+///   id (a ciphertext names its key id, so the new configuration still
+///   decrypts keys other than its own), carried over to the new provider by
+///   key material: the new provider's version with the same fingerprint.
+///   One that cannot be carried over (the new provider lacks that key or
+///   that version) is refused;
+/// - for the document's key id, the document's `minDecryptionVersion` when
+///   given: it must be listed by the new provider and must not come before
+///   the server's minimum in the new provider's version order (oldest
+///   first, [`kms::KeyProvider::versions`]). Removing it was refused before
+///   the build.
+async fn resolve_lifecycle(
+    server: &Kms,
+    new: &Kms,
+    requested: &Requested,
+) -> Result<Lifecycle, ApiError> {
+    let rotation_period = requested.rotation_period.or_else(|| {
+        server
+            .config()
+            .rotation_period_ms
+            .map(Duration::from_millis)
+    });
+    let own_key = new.key_id();
+    let mut min_versions = Vec::new();
+    let mut own_key_done = false;
+    for (key_id, minimum) in &server.config().min_decryption_versions {
+        let (Ok(key_id), Ok(minimum)) = (KeyId::new(key_id), KeyVersion::new(minimum)) else {
+            continue; // Checked when the server's configuration was built.
+        };
+        let list = candidate_versions(new, &key_id).await?;
+        let Some(at) = locate(server, new, &list, &key_id, &minimum).await? else {
+            return Err(min_version_error(format!(
+                "`minDecryptionVersion`: the new configuration has no version of key '{key_id}' \
+                 holding the key of the server's minimum decryption version {minimum}, so the \
+                 minimum cannot be kept; copy the key's versions first (`kms migrate`)"
+            )));
+        };
+        let mut kept = list
+            .get(at)
+            .map_or_else(|| minimum.clone(), |v| v.version.clone());
+        if key_id == *own_key {
+            own_key_done = true;
+            if let MinVersion::Set(wanted) = &requested.min_decryption_version {
+                let Some(i) = list.iter().position(|v| v.version == *wanted) else {
+                    return Err(min_version_error(format!(
+                        "`minDecryptionVersion`: key '{key_id}' has no version {wanted}"
+                    )));
+                };
+                if i < at {
+                    return Err(min_version_error(format!(
+                        "`minDecryptionVersion` cannot be lowered: version {wanted} of key \
+                         '{key_id}' is older than the server's minimum {kept}, and the admin API \
+                         may not make retired versions decrypt again"
+                    )));
+                }
+                kept = wanted.clone();
+            }
+        }
+        min_versions.push((key_id, kept));
+    }
+    if !own_key_done && let MinVersion::Set(wanted) = &requested.min_decryption_version {
+        let list = match new.provider().versions(own_key).await {
+            Ok(list) => list,
+            Err(e) => return Err(comparison_error(e, "new")),
+        };
+        if !list.iter().any(|v| v.version == *wanted) {
+            return Err(min_version_error(format!(
+                "`minDecryptionVersion`: key '{own_key}' has no version {wanted}"
+            )));
+        }
+        min_versions.push((own_key.clone(), wanted.clone()));
+    }
+    Ok(Lifecycle {
+        rotation_period,
+        min_versions,
+    })
 }
 
 /// Provider errors while building are configuration errors (400), except
@@ -292,10 +518,16 @@ pub(crate) async fn put_config(State(state): State<Arc<AdminState>>, Body(body):
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let audit = key_audit(&candidate.kms);
-    let view = config_view(&candidate.kms, candidate.settings.clone());
-    let to = candidate.kms.config().provider.clone();
-    state.shared.replace(candidate.kms, candidate.settings);
+    // Every check passed: only now is the configuration built with its
+    // minimum decryption versions and scheduled rotation.
+    let (kms, settings, report) = match candidate.into_active().await {
+        Ok(active) => active,
+        Err(e) => return e.into_response(),
+    };
+    let audit = key_audit(&kms);
+    let view = config_view(&kms, settings.clone());
+    let to = kms.config().provider.clone();
+    state.shared.replace(kms, settings);
     tracing::info!(
         target: "kms::audit",
         op = "config.replace",
@@ -306,7 +538,7 @@ pub(crate) async fn put_config(State(state): State<Arc<AdminState>>, Body(body):
     );
     ok(
         Some("KMS configuration updated"),
-        json!({ "config": view, "test": candidate.report, "continuity": continuity }),
+        json!({ "config": view, "test": report, "continuity": continuity }),
         audit,
     )
 }

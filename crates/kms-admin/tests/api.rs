@@ -809,6 +809,10 @@ async fn audit_events_are_logged_and_secrets_never_are() {
         .with_writer(captured.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary run on other threads without a subscriber:
+    // a callsite they register while this one is being set up can have its
+    // interest cached as "never"; recompute it with this subscriber known.
+    tracing::callsite::rebuild_interest_cache();
 
     let (app, _) = app(env_kms(KEY1, None).await, config());
     let exp = now() + 600;
@@ -845,6 +849,7 @@ async fn audit_events_are_logged_and_secrets_never_are() {
     assert!(!r.text.contains("posted-aws-secret-key"));
     let body =
         json!({"provider":"env","credentials":{"encryptionKey":KEY2,"encryptionKeyPrevious":KEY1}});
+    tracing::callsite::rebuild_interest_cache();
     assert_eq!(
         call(Method::PUT, CONFIG)
             .body(body.to_string())

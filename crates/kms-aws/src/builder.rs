@@ -18,6 +18,14 @@ use crate::provider::AwsProvider;
 /// Settings not given here come from the AWS SDK's own configuration chain
 /// (process environment, `~/.aws/config` and `~/.aws/credentials`, web
 /// identity, container and instance metadata credentials).
+///
+/// Without [`credentials`](Self::credentials), requests to the
+/// [`endpoint_url`](Self::endpoint_url) are signed with whatever that chain
+/// finds in the process, even when every other setting came through
+/// [`from_lookup`](Self::from_lookup): an endpoint chosen by someone else
+/// must come with credentials of theirs. Static credentials replace the
+/// chain: nothing of the process's own (not even `AWS_SESSION_TOKEN`) is
+/// added to them.
 #[derive(Clone)]
 pub struct AwsProviderBuilder {
     region: Option<String>,
