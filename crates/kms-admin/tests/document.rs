@@ -10,40 +10,22 @@
     clippy::indexing_slicing
 )]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use kms::{KeyId, KeyProvider as _, Kms};
-use kms_admin::{AdminConfig, AuthConfig, Lookup, SharedKms};
+use kms_admin::{AdminConfig, AuthConfig, SharedKms};
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
-const TOKEN: &str = "test-admin-token-0123456789";
+mod common;
+use common::{CONFIG, CONFIG_TEST, KEY1, KEY2, Reply, TOKEN, app, call, settings};
+
 const KEY0: &str = "0f0e0d0c0b0a09080706050403020100f0e0d0c0b0a090807060504030201000";
-const KEY1: &str = "8f7c2d54a1e0b9a3c6d5e4f30112233445566778899aabbccddeeff001122334";
-const KEY2: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 /// `ENCRYPTION_KEY_PREVIOUS` of KEY1 then KEY0 (most recent first).
 const PREVIOUS: &str = "8f7c2d54a1e0b9a3c6d5e4f30112233445566778899aabbccddeeff001122334,\
                         0f0e0d0c0b0a09080706050403020100f0e0d0c0b0a090807060504030201000";
-const CONFIG: &str = "/api/admin/kms/config";
-const CONFIG_TEST: &str = "/api/admin/kms/config/test";
-
-// Helpers copied from api.rs (trimmed).
-
-/// The server's "environment": fixed variables, never the process's.
-fn settings(vars: &[(&'static str, &'static str)]) -> Lookup {
-    let vars = vars.to_vec();
-    Arc::new(move |name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| (*v).to_owned())
-    })
-}
 
 fn config_with(vars: &[(&'static str, &'static str)]) -> AdminConfig {
     let mut c = AdminConfig::new(AuthConfig::new().admin_token(TOKEN).unwrap());
@@ -58,45 +40,18 @@ fn config() -> AdminConfig {
 }
 
 async fn env_kms(current: &str) -> Kms {
-    Kms::builder()
-        .env_key(current)
-        .retry_attempts(0)
-        .build()
-        .await
-        .unwrap()
+    common::env_kms(current, None).await
 }
 
-fn app(kms: Kms, config: AdminConfig) -> (Router, SharedKms) {
-    let shared = SharedKms::new(kms);
-    (kms_admin::router(shared.clone(), config).unwrap(), shared)
-}
-
-struct Reply {
-    status: StatusCode,
-    json: Value,
-    text: String,
-}
-
+/// A JSON request with the admin token.
 async fn send(app: &Router, method: Method, path: &str, body: &Value) -> Reply {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    req.extensions_mut().insert(ConnectInfo(SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-        40000,
-    )));
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Reply { status, json, text }
+    let c = call(method, path);
+    let c = if body.is_null() {
+        c
+    } else {
+        c.body(body.to_string())
+    };
+    c.send(app).await
 }
 
 /// Both routes refuse `body` with 400 `INVALID_CONFIG` naming `field`.

@@ -24,11 +24,9 @@ use kms_admin::{AdminConfig, AuthConfig, Lookup, SharedKms};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-const KEY1: &str = "8f7c2d54a1e0b9a3c6d5e4f30112233445566778899aabbccddeeff001122334";
-const JWT_SECRET: &str = "a-jwt-secret-of-at-least-thirty-two-bytes!";
-const RSA_PRIVATE: &str = include_str!("fixtures/test-rsa-private.pem");
-const RSA_PUBLIC: &str = include_str!("fixtures/test-rsa-public.pem");
-const HEALTH: &str = "/api/admin/kms/health";
+mod common;
+use common::{HEALTH, JWT_SECRET, KEY1, RSA_PRIVATE, RSA_PUBLIC};
+
 const ISSUER: &str = "https://issuer.example";
 const AUDIENCE: &str = "kms-admin";
 /// The clock skew the server allows on `exp` and `nbf` (README).
