@@ -23,7 +23,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_VERSIONS: u64 = 10_000;
 
 /// Default age up to which a key's version list answers `versions` and the
-/// unknown-version check: 1 second.
+/// search of [`CachingProvider::resolve`]: 1 second.
 pub const DEFAULT_LIST_TTL: Duration = Duration::from_secs(1);
 
 /// Default shortest interval between two listings of one key that unknown
@@ -93,20 +93,6 @@ struct Listed {
     loaded: Instant,
 }
 
-/// What the version list says about a version the cache does not hold.
-enum Gate {
-    /// Listed and readable: ask the provider.
-    Listed,
-    /// Listed, but disabled, deleted or destroyed: the provider would refuse.
-    Unreadable,
-    /// Not listed, even after listing again: probably forged. The provider
-    /// is asked at most once per `list_refresh` per key (a listing that lags
-    /// behind a write must not make a real version unreadable).
-    Unlisted,
-    /// The list cannot be had: ask the provider, as without the gate.
-    Unknown,
-}
-
 #[derive(Default)]
 struct Counters {
     hits: AtomicU64,
@@ -128,7 +114,7 @@ pub struct CachingProvider {
     versions: Cache<(KeyId, KeyVersion), DataKey>,
     hot: ArcSwapOption<Hot>,
     last_known: Mutex<HashMap<KeyId, Stamped>>,
-    /// Version lists, for `versions` and for the unknown-version gate.
+    /// Version lists, for `versions` and [`CachingProvider::resolve`].
     lists: Mutex<HashMap<KeyId, Listed>>,
     /// One listing at a time: waiters reuse the list the first one fetched.
     listing: tokio::sync::Mutex<()>,
@@ -343,15 +329,6 @@ impl CachingProvider {
             return Ok(key);
         }
         bump(&self.counters.misses);
-        match self.gate(key_id, version).await {
-            Gate::Listed | Gate::Unknown => {}
-            Gate::Unreadable => return Err(Error::key_not_found(key_id, Some(version))),
-            Gate::Unlisted => {
-                if !self.may_probe(key_id) {
-                    return Err(Error::key_not_found(key_id, Some(version)));
-                }
-            }
-        }
         self.versions
             .try_get_with(cache_key, async {
                 bump(&self.counters.loads);
@@ -395,34 +372,98 @@ impl CachingProvider {
         Ok(listed)
     }
 
-    /// Whether the version list has `version`, listing again (at most once
-    /// per `list_refresh`, waiting for that if need be) when it does not:
-    /// a version another instance just wrote is then found, and a stream of
-    /// forged versions costs one listing per `list_refresh`.
-    async fn gate(&self, key_id: &KeyId, version: &KeyVersion) -> Gate {
-        let find = |l: &Listed| {
-            l.versions.iter().find(|v| &v.version == version).map(|v| {
-                if v.enabled {
-                    Gate::Listed
-                } else {
-                    Gate::Unreadable
-                }
-            })
+    /// The key that wrote a ciphertext: the version it names (`hint`) if
+    /// that version has the ciphertext's `fingerprint`, else the version of
+    /// `key_id` that has it (the key's versions were copied to this
+    /// provider, which names them differently). What the facade's decrypt
+    /// path uses instead of [`kms_core::resolve_key`] when it built this
+    /// cache.
+    ///
+    /// Forged ciphertexts (a real key id, any version and fingerprint) cost
+    /// no provider call per ciphertext: the version list is reused for
+    /// [`CacheConfig::list_ttl`]; a fingerprint found in no listed version
+    /// makes the cache list the key again, at most once per
+    /// [`CacheConfig::list_refresh`] (waiting for that if the list is
+    /// younger, so that a version another instance has just written is
+    /// found), and reads the named version directly at most once per
+    /// `list_refresh` and key (a listing that lags behind a write must not
+    /// make real data unreadable). Nothing is cached as missing.
+    ///
+    /// # Errors
+    /// [`Error::KeyNotFound`] when no version has the fingerprint;
+    /// temporary provider errors.
+    pub async fn resolve(
+        &self,
+        key_id: &KeyId,
+        hint: &KeyVersion,
+        fingerprint: Fingerprint,
+    ) -> Result<DataKey> {
+        let cache_key = (key_id.clone(), hint.clone());
+        if let Some(key) = self.versions.get(&cache_key).await
+            && key.fingerprint() == fingerprint
+        {
+            bump(&self.counters.hits);
+            return Ok(key);
+        }
+        let listed = match self.list(key_id, self.config.list_ttl).await {
+            Ok(listed) => listed,
+            Err(e) if e.is_temporary() => return Err(e),
+            // No list to be had (a permission, say): the named version only.
+            Err(_) => return self.named(key_id, hint, fingerprint).await,
         };
-        let Ok(listed) = self.list(key_id, self.config.list_ttl).await else {
-            return Gate::Unknown;
-        };
-        if let Some(gate) = find(&listed) {
-            return gate;
+        if let Some(key) = self.search(key_id, hint, fingerprint, &listed).await? {
+            return Ok(key);
         }
         let age = listed.loaded.elapsed();
         if age < self.config.list_refresh {
             tokio::time::sleep(self.config.list_refresh - age).await;
         }
-        match self.list(key_id, self.config.list_refresh).await {
-            Ok(listed) => find(&listed).unwrap_or(Gate::Unlisted),
-            Err(_) => Gate::Unknown,
+        let relisted = self.list(key_id, self.config.list_refresh).await?;
+        if relisted.loaded != listed.loaded
+            && let Some(key) = self.search(key_id, hint, fingerprint, &relisted).await?
+        {
+            return Ok(key);
         }
+        if self.may_probe(key_id) {
+            return self.named(key_id, hint, fingerprint).await;
+        }
+        Err(Error::key_not_found(key_id, Some(hint)))
+    }
+
+    /// The named version, if it has the fingerprint.
+    async fn named(
+        &self,
+        key_id: &KeyId,
+        hint: &KeyVersion,
+        fingerprint: Fingerprint,
+    ) -> Result<DataKey> {
+        match self.key_version(key_id, hint).await {
+            Ok(key) if key.fingerprint() == fingerprint => Ok(key),
+            Ok(_) | Err(Error::KeyNotFound { .. }) => Err(Error::key_not_found(key_id, Some(hint))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The listed, readable version with the fingerprint: the named one
+    /// first, then the others newest first (cached, or loaded once).
+    async fn search(
+        &self,
+        key_id: &KeyId,
+        hint: &KeyVersion,
+        fingerprint: Fingerprint,
+        listed: &Listed,
+    ) -> Result<Option<DataKey>> {
+        let readable = || listed.versions.iter().filter(|v| v.enabled);
+        let named = readable().filter(|v| &v.version == hint);
+        let others = readable().rev().filter(|v| &v.version != hint);
+        for v in named.chain(others) {
+            match self.key_version(key_id, &v.version).await {
+                Ok(key) if key.fingerprint() == fingerprint => return Ok(Some(key)),
+                Ok(_) | Err(Error::KeyNotFound { .. } | Error::AccessDenied { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     /// Lets one unlisted version per `list_refresh` and key through to the

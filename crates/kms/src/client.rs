@@ -275,7 +275,20 @@ impl Kms {
         }) {
             return opened;
         }
-        let key = resolve_key(&*self.provider, &envelope).await?;
+        let key = match &self.cache {
+            // The cache finds the key by fingerprint without a provider
+            // call per forged ciphertext.
+            Some(cache) => {
+                cache
+                    .resolve(
+                        &envelope.key_id()?,
+                        &envelope.key_version()?,
+                        envelope.fingerprint(),
+                    )
+                    .await?
+            }
+            None => resolve_key(&*self.provider, &envelope).await?,
+        };
         if let Some(retired) = &self.retired {
             retired.check(&*self.provider, &key).await?;
         }
