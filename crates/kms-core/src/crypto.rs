@@ -17,7 +17,7 @@ const P_MAX: u64 = (1 << 36) - 32;
 /// Returns the binary ciphertext format. The IV comes from the thread-local
 /// CSPRNG (`rand::rng()`, ChaCha-based, seeded and periodically reseeded
 /// from the operating system, and reseeded after a `fork()`: see
-/// [`crate::random`]'s documentation in the source).
+/// `kms-core/src/random.rs`).
 ///
 /// # Errors
 /// [`Error::InputTooLarge`] if the plaintext exceeds what GCM allows.

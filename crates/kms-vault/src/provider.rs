@@ -262,8 +262,7 @@ impl VaultProvider {
             *self
                 .token_checked
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner) =
-                Some((Instant::now(), generation));
+                .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), generation));
         }
         valid
     }
