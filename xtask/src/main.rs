@@ -10,6 +10,7 @@ mod ci;
 mod cmd;
 mod demo;
 mod docker;
+mod fuzz;
 mod images;
 mod test;
 
@@ -33,6 +34,9 @@ tasks:
   demo                           build the `kms` CLI, run the generate-key / encrypt /
                                  decrypt round trip with the env provider, then start
                                  `kms serve --dev`, call its health endpoint, stop it
+  fuzz [--seconds N] [TARGET...]  fuzz the parsers with AFL++ (cargo-afl, installed if missing),
+                                 N seconds per target (default 30), two at a time; fails on
+                                 any crash or hang (targets: ciphertext, decrypt, admin, env_key)
   help                           print this message
 
 environment:
@@ -65,6 +69,10 @@ enum Task {
         criterion_args: Vec<OsString>,
     },
     Demo,
+    Fuzz {
+        seconds: u64,
+        targets: Vec<String>,
+    },
     Help,
 }
 
@@ -77,6 +85,7 @@ fn run(args: Vec<OsString>) -> Result<()> {
             criterion_args,
         } => bench::run(out.as_deref(), &criterion_args),
         Task::Demo => demo::run(),
+        Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
         Task::Help => {
             println!("{USAGE}");
             Ok(())
@@ -134,6 +143,28 @@ fn parse(args: Vec<OsString>) -> Result<Task> {
                 out,
                 criterion_args: passthrough,
             })
+        }
+        Some("fuzz") => {
+            reject_options("fuzz", &passthrough)?;
+            let mut seconds = fuzz::DEFAULT_SECONDS;
+            let mut targets = Vec::new();
+            let mut own = own.into_iter();
+            while let Some(arg) = own.next() {
+                if arg == "--seconds" {
+                    let n = own
+                        .next()
+                        .ok_or_else(|| Error::new("`--seconds` needs a number"))?;
+                    seconds = n
+                        .to_str()
+                        .and_then(|n| n.parse().ok())
+                        .ok_or_else(|| Error::new("`--seconds` needs a whole number"))?;
+                } else if let Some(name) = arg.to_str().filter(|a| !a.starts_with('-')) {
+                    targets.push(name.to_owned());
+                } else {
+                    return Err(unexpected("fuzz", &arg));
+                }
+            }
+            Ok(Task::Fuzz { seconds, targets })
         }
         Some("demo") => {
             reject_options("demo", &own)?;

@@ -1,0 +1,177 @@
+//! `cargo xtask fuzz [--seconds N] [TARGET...]`: coverage-guided fuzzing of
+//! the parsers with AFL++ (afl.rs, which works on stable Rust).
+//!
+//! Installs `cargo-afl` when missing, builds `fuzz/` (its own workspace, so
+//! the instrumentation never reaches the main builds), runs each target for
+//! N seconds from its seed corpus in `fuzz/seeds/<target>` (two at a time:
+//! the machine has two cores), resuming the corpus kept in
+//! `fuzz/out/<target>`, and prints executions, crashes and hangs per target.
+//! It fails when any target saved a crash or a hang.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::Instant;
+
+use crate::cmd::{self, Error, Result};
+
+/// Every fuzz target (`fuzz/src/bin/<name>.rs`).
+pub(crate) const TARGETS: [&str; 4] = ["ciphertext", "decrypt", "admin", "env_key"];
+
+/// Default time per target.
+pub(crate) const DEFAULT_SECONDS: u64 = 30;
+
+/// What one target did, from AFL++'s `fuzzer_stats`.
+#[derive(Debug, Default)]
+struct Stats {
+    execs: u64,
+    per_sec: f64,
+    crashes: u64,
+    hangs: u64,
+    corpus: u64,
+}
+
+pub(crate) fn run(seconds: u64, targets: &[String]) -> Result<()> {
+    let targets: Vec<String> = if targets.is_empty() {
+        TARGETS.iter().map(|t| (*t).to_owned()).collect()
+    } else {
+        targets.to_vec()
+    };
+    for t in &targets {
+        if !TARGETS.contains(&t.as_str()) {
+            return Err(Error::new(format!(
+                "unknown fuzz target `{t}` (targets: {})",
+                TARGETS.join(", ")
+            )));
+        }
+    }
+    ensure_cargo_afl()?;
+    let fuzz = cmd::workspace_root().join("fuzz");
+    let target_dir = fuzz.join("target");
+    let mut build = cmd::cargo();
+    build
+        .current_dir(&fuzz)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .args(["afl", "build", "--release"]);
+    cmd::run("build the fuzz targets", &mut build)?;
+
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for pair in targets.chunks(2) {
+        let children: Vec<(String, Child)> = pair
+            .iter()
+            .map(|t| Ok((t.clone(), spawn(&fuzz, &target_dir, t, seconds)?)))
+            .collect::<Result<_>>()?;
+        for (t, mut child) in children {
+            let status = child
+                .wait()
+                .map_err(|e| Error::new(format!("afl-fuzz {t}: {e}")))?;
+            if !status.success() {
+                return Err(Error::new(format!(
+                    "afl-fuzz {t} failed ({status}); its log: {}",
+                    log_path(&fuzz, &t).display()
+                )));
+            }
+            results.push((t.clone(), stats(&fuzz.join("out").join(&t))?));
+        }
+    }
+
+    println!("| target | executions | per second | corpus | crashes | hangs |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let (mut total, mut bad) = (0, Vec::new());
+    for (t, s) in &results {
+        println!(
+            "| {t} | {} | {:.0} | {} | {} | {} |",
+            s.execs, s.per_sec, s.corpus, s.crashes, s.hangs
+        );
+        total += s.execs;
+        if s.crashes > 0 || s.hangs > 0 {
+            bad.push(format!(
+                "{t}: {} crashes, {} hangs in fuzz/out/{t}/default/",
+                s.crashes, s.hangs
+            ));
+        }
+    }
+    println!("| total | {total} | | | | |");
+    cmd::step(format!(
+        "fuzzing: {total} executions in {} ({seconds} s per target)",
+        cmd::took(started)
+    ));
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "the fuzzers found failures:\n{}",
+            bad.join("\n")
+        )))
+    }
+}
+
+fn log_path(fuzz: &Path, target: &str) -> PathBuf {
+    fuzz.join("out").join(format!("{target}.log"))
+}
+
+/// `cargo afl fuzz` of one target for `seconds`, resuming its corpus.
+fn spawn(fuzz: &Path, target_dir: &Path, target: &str, seconds: u64) -> Result<Child> {
+    let out = fuzz.join("out");
+    std::fs::create_dir_all(&out)
+        .map_err(|e| Error::new(format!("create {}: {e}", out.display())))?;
+    let log = std::fs::File::create(log_path(fuzz, target))
+        .map_err(|e| Error::new(format!("create the log of {target}: {e}")))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| Error::new(format!("the log of {target}: {e}")))?;
+    let mut command = cmd::cargo();
+    command
+        .current_dir(fuzz)
+        .args(["afl", "fuzz", "-i"])
+        .arg(Path::new("seeds").join(target))
+        .arg("-o")
+        .arg(out.join(target))
+        .args(["-V", &seconds.to_string(), "-t", "2000", "--"])
+        .arg(target_dir.join("release").join(target))
+        // No terminal UI; resume the kept corpus; containers have no
+        // core-dump handler or CPU frequency scaling to check.
+        .env("AFL_NO_UI", "1")
+        .env("AFL_AUTORESUME", "1")
+        .env("AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES", "1")
+        .env("AFL_SKIP_CPUFREQ", "1")
+        .stdout(log)
+        .stderr(log2);
+    cmd::step(format!("fuzz {target} for {seconds} s"));
+    command
+        .spawn()
+        .map_err(|e| Error::new(format!("start afl-fuzz for {target}: {e}")))
+}
+
+/// Reads `fuzzer_stats` of a target's output.
+fn stats(out: &Path) -> Result<Stats> {
+    let path = out.join("default").join("fuzzer_stats");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::new(format!("read {}: {e}", path.display())))?;
+    let mut s = Stats::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        match k.trim() {
+            "execs_done" => s.execs = v.parse().unwrap_or(0),
+            "execs_per_sec" => s.per_sec = v.parse().unwrap_or(0.0),
+            "saved_crashes" => s.crashes = v.parse().unwrap_or(0),
+            "saved_hangs" => s.hangs = v.parse().unwrap_or(0),
+            "corpus_count" => s.corpus = v.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+/// Installs `cargo-afl` (which builds the AFL++ runtime) when missing.
+fn ensure_cargo_afl() -> Result<()> {
+    if cmd::succeeds(cmd::cargo().args(["afl", "--version"])) {
+        return Ok(());
+    }
+    let mut install = cmd::cargo();
+    install.args(["install", "cargo-afl", "--locked"]);
+    cmd::run("cargo-afl is not installed; install it", &mut install)
+}
