@@ -75,7 +75,10 @@ pub(crate) fn run(seconds: u64, targets: &[String]) -> Result<()> {
         }
     }
 
-    println!("| target | executions | per second | corpus | crashes | hangs |");
+    // AFL++ counts executions over every run that resumed the kept corpus.
+    println!(
+        "| target | executions (all runs on fuzz/out) | per second (last) | corpus | crashes | hangs |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     let (mut total, mut bad) = (0, Vec::new());
     for (t, s) in &results {
