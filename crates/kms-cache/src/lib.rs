@@ -12,7 +12,7 @@ use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use kms_core::{
     CacheStats, DataKey, Error, Fingerprint, HealthStatus, KeyId, KeyMaterial, KeyMetadata,
-    KeyProvider, KeyVersion, LiveVersions, Result, VersionInfo,
+    KeyProvider, KeyVersion, LiveVersions, Result, VersionInfo, find_by_fingerprint,
 };
 use moka::future::Cache;
 
@@ -454,16 +454,12 @@ impl CachingProvider {
         listed: &Listed,
     ) -> Result<Option<DataKey>> {
         let readable = || listed.versions.iter().filter(|v| v.enabled);
-        let named = readable().filter(|v| &v.version == hint);
-        let others = readable().rev().filter(|v| &v.version != hint);
-        for v in named.chain(others) {
-            match self.key_version(key_id, &v.version).await {
-                Ok(key) if key.fingerprint() == fingerprint => return Ok(Some(key)),
-                Ok(_) | Err(Error::KeyNotFound { .. } | Error::AccessDenied { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
+        let candidates: Vec<KeyVersion> = readable()
+            .filter(|v| &v.version == hint)
+            .chain(readable().rev().filter(|v| &v.version != hint))
+            .map(|v| v.version.clone())
+            .collect();
+        find_by_fingerprint(self, key_id, fingerprint, &candidates).await
     }
 
     /// Lets one unlisted version per `list_refresh` and key through to the

@@ -15,5 +15,8 @@ pub use async_trait::async_trait;
 pub use error::{BoxError, Cause, Error, Result, SharedError};
 pub use format::{Envelope, IvLength};
 pub use key::{DataKey, Fingerprint, KeyId, KeyMaterial, KeyVersion};
-pub use provider::{CacheStats, HealthStatus, KeyMetadata, KeyProvider, VersionInfo, resolve_key};
+pub use provider::{
+    CacheStats, HealthStatus, KeyMetadata, KeyProvider, VersionInfo, find_by_fingerprint,
+    resolve_key,
+};
 pub use retention::LiveVersions;

@@ -214,14 +214,38 @@ pub async fn resolve_key(provider: &dyn KeyProvider, envelope: &Envelope<'_>) ->
         Err(e) => return Err(e),
     }
     let versions = provider.versions(&key_id).await?;
-    for info in versions.iter().rev().filter(|v| v.version != hint) {
-        match provider.key_version(&key_id, &info.version).await {
-            Ok(key) if key.fingerprint() == envelope.fingerprint() => return Ok(key),
+    let others: Vec<KeyVersion> = versions
+        .iter()
+        .rev()
+        .map(|v| v.version.clone())
+        .filter(|v| *v != hint)
+        .collect();
+    find_by_fingerprint(provider, &key_id, envelope.fingerprint(), &others)
+        .await?
+        .ok_or_else(|| Error::key_not_found(key_id, Some(hint)))
+}
+
+/// The first of `candidates` (versions of `key_id`, tried in order) whose
+/// key has `fingerprint`; `None` when none has. A candidate that is missing
+/// or refused is passed over; other errors (an unavailable provider) are
+/// returned. Shared by [`resolve_key`] and the key cache's resolution.
+///
+/// # Errors
+/// Provider errors other than "not found" and "access denied".
+pub async fn find_by_fingerprint(
+    provider: &dyn KeyProvider,
+    key_id: &KeyId,
+    fingerprint: crate::key::Fingerprint,
+    candidates: &[KeyVersion],
+) -> Result<Option<DataKey>> {
+    for version in candidates {
+        match provider.key_version(key_id, version).await {
+            Ok(key) if key.fingerprint() == fingerprint => return Ok(Some(key)),
             Ok(_) | Err(Error::KeyNotFound { .. } | Error::AccessDenied { .. }) => {}
             Err(e) => return Err(e),
         }
     }
-    Err(Error::key_not_found(key_id, Some(hint)))
+    Ok(None)
 }
 
 /// One version of a key, as listed by [`KeyProvider::versions`].
