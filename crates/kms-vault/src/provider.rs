@@ -17,7 +17,9 @@ use serde::Serialize;
 use serde_json::Value;
 use url::Url;
 use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
-use vaultrs::api::kv2::responses::{ReadSecretMetadataResponse, ReadSecretResponse};
+use vaultrs::api::kv2::responses::{
+    ReadSecretMetadataResponse, ReadSecretResponse, SecretMetadata,
+};
 use vaultrs::client::VaultClient;
 use zeroize::Zeroizing;
 
@@ -723,17 +725,9 @@ fn effective_max_versions(secret: u64, mount: Option<u64>) -> Option<u64> {
 /// version cannot be read, but `vault kv undelete` brings it back, and
 /// once Vault evicts it, it is gone for good.
 fn retention_list(meta: &ReadSecretMetadataResponse) -> Vec<VersionInfo> {
-    let destroyed: std::collections::HashMap<u64, bool> = meta
-        .versions
-        .iter()
-        .filter_map(|(v, m)| Some((v.parse().ok()?, m.destroyed)))
-        .collect();
-    list_versions(meta)
+    versions_where(meta, |m| !m.destroyed)
         .into_iter()
-        .map(|(n, v)| {
-            let alive = !destroyed.get(&n).copied().unwrap_or(false);
-            VersionInfo::new(v.version, v.created_at, alive)
-        })
+        .map(|(_, v)| v)
         .collect()
 }
 
@@ -788,6 +782,14 @@ fn kv_version(version: &KeyVersion) -> Option<u64> {
 
 /// Versions from KV metadata, oldest first.
 fn list_versions(meta: &ReadSecretMetadataResponse) -> Vec<(u64, VersionInfo)> {
+    versions_where(meta, |m| is_live(m.destroyed, &m.deletion_time))
+}
+
+/// Versions from KV metadata, oldest first, `enabled` as `readable` says.
+fn versions_where(
+    meta: &ReadSecretMetadataResponse,
+    readable: impl Fn(&SecretMetadata) -> bool,
+) -> Vec<(u64, VersionInfo)> {
     let mut list: Vec<(u64, VersionInfo)> = meta
         .versions
         .iter()
@@ -798,7 +800,7 @@ fn list_versions(meta: &ReadSecretMetadataResponse) -> Vec<(u64, VersionInfo)> {
                 VersionInfo::new(
                     KeyVersion::from(n),
                     parse_time(&m.created_time),
-                    is_live(m.destroyed, &m.deletion_time),
+                    readable(m),
                 ),
             ))
         })
