@@ -7,7 +7,7 @@ use aws_config::SdkConfig;
 use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType};
 use chrono::{DateTime, Utc};
 use kms_core::error::Cause;
-use kms_core::retention::LOW_RETENTION;
+use kms_core::retention::{LOW_RETENTION, evicted_by_next_write};
 use kms_core::{
     DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
     LiveVersions, Result, VersionInfo,
@@ -424,13 +424,12 @@ impl AwsProvider {
                 }
             }
         }
-        let evicted = (listed.len() as u64 + 1).saturating_sub(SSM_MAX_VERSIONS);
-        if evicted > 0 {
+        if let Some(last) = evicted_by_next_write(SSM_MAX_VERSIONS, &listed).last() {
             tracing::warn!(
                 target: "kms::audit",
                 key_id = %key_id,
                 provider = PROVIDER,
-                evicted_through = ?listed.get(usize::try_from(evicted - 1).unwrap_or(usize::MAX)).map(|v| v.version.to_string()),
+                evicted_through = %last.version,
                 minimum_decryption_version = ?live.minimum().map(ToString::to_string),
                 max_versions = SSM_MAX_VERSIONS,
                 "the new key version makes SSM delete retired key versions"

@@ -99,6 +99,18 @@ impl LiveVersions {
     }
 }
 
+/// The versions (oldest first) that a provider keeping the newest
+/// `max_versions` of `versions` deletes when one more is written; empty
+/// when it deletes none. Used to audit what a write lets go.
+#[must_use]
+pub fn evicted_by_next_write(max_versions: u64, versions: &[VersionInfo]) -> &[VersionInfo] {
+    let evicted = (versions.len() as u64 + 1).saturating_sub(max_versions);
+    let evicted = usize::try_from(evicted)
+        .unwrap_or(usize::MAX)
+        .min(versions.len());
+    versions.get(..evicted).unwrap_or_default()
+}
+
 /// Below this many remaining versions, [`KeyMetadata`](crate::KeyMetadata)
 /// consumers (health checks) warn: one more rotation may be refused.
 pub const LOW_RETENTION: u64 = 2;
@@ -140,6 +152,18 @@ mod tests {
         assert_eq!(LiveVersions::all().oldest_live_index(&l), Some(1));
         assert_eq!(LiveVersions::all().slots(&l), 3);
         assert_eq!(LiveVersions::all().slots(&list(&[false, false])), 0);
+    }
+
+    #[test]
+    fn what_the_next_write_evicts() {
+        let l = list(&[true, true, true]);
+        assert!(evicted_by_next_write(4, &l).is_empty());
+        let gone: Vec<&str> = evicted_by_next_write(2, &l)
+            .iter()
+            .map(|v| v.version.as_str())
+            .collect();
+        assert_eq!(gone, ["1", "2"]);
+        assert_eq!(evicted_by_next_write(0, &l).len(), 3);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use kms_core::retention::LOW_RETENTION;
+use kms_core::retention::{LOW_RETENTION, evicted_by_next_write};
 use kms_core::{
     DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
     LiveVersions, Result, VersionInfo,
@@ -504,18 +504,14 @@ impl VaultProvider {
         max: Option<u64>,
     ) {
         let Some(max) = max else { return };
-        let evicted = (listed.len() as u64 + 1).saturating_sub(max);
-        if evicted == 0 {
+        let Some(last) = evicted_by_next_write(max, listed).last() else {
             return;
-        }
-        let last = listed
-            .get(usize::try_from(evicted - 1).unwrap_or(usize::MAX))
-            .map(|v| v.version.to_string());
+        };
         tracing::warn!(
             target: "kms::audit",
             key_id = %key_id,
             provider = PROVIDER,
-            evicted_through = ?last,
+            evicted_through = %last.version,
             minimum_decryption_version = ?live.minimum().map(ToString::to_string),
             max_versions = max,
             "the new key version makes Vault delete retired key versions"
