@@ -78,6 +78,23 @@ async fn active_config(app: &Router) -> Value {
 
 // Rotation period.
 
+/// A region is pasted into the AWS endpoint's host name: one that is not a
+/// plain region name would move the endpoint without the document naming
+/// one, and the server's ambient credentials would go there.
+#[tokio::test]
+async fn an_aws_region_that_moves_the_endpoint_is_refused() {
+    let (app, _) = app(env_kms(KEY1).await, config());
+    for region in ["attacker.example/", "us-east-1.evil.example", "x?y"] {
+        let body = json!({"provider": "aws", "region": region});
+        for (method, path) in [(Method::POST, CONFIG_TEST), (Method::PUT, CONFIG)] {
+            let r = send(&app, method, path, &body).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{region}: {}", r.text);
+            assert_eq!(r.json["error"]["code"], "INVALID_CONFIG", "{}", r.text);
+            assert!(r.text.contains("AWS_REGION"), "{}", r.text);
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_rotation_period_under_an_hour_is_refused() {
     let (app, _) = app(env_kms(KEY1).await, config());

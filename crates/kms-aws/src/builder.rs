@@ -227,11 +227,24 @@ impl AwsProviderBuilder {
             (None, None) => {}
         }
         let config = loader.load().await;
-        if config.region().is_none() {
-            return Err(Error::config(
-                "AWS_REGION",
-                "is not set and no region is configured for the AWS SDK: set AWS_REGION, e.g. us-east-1",
-            ));
+        match config.region() {
+            None => {
+                return Err(Error::config(
+                    "AWS_REGION",
+                    "is not set and no region is configured for the AWS SDK: set AWS_REGION, e.g. us-east-1",
+                ));
+            }
+            // The SDK pastes the region into the endpoint's host name
+            // (`ssm.<region>.amazonaws.com`): anything but a plain label
+            // would send requests, signed with whatever credentials are in
+            // force, to a host of the region's choosing.
+            Some(r) if !is_region_name(r.as_ref()) => {
+                return Err(Error::config(
+                    "AWS_REGION",
+                    "is not a region name (lowercase letters, digits and hyphens, e.g. us-east-1)",
+                ));
+            }
+            Some(_) => {}
         }
         Ok(AwsProvider::new(
             &config,
@@ -269,6 +282,15 @@ fn clean_prefix(prefix: &str) -> Result<String> {
         ));
     }
     Ok(format!("/{p}"))
+}
+
+/// A region name as AWS spells them: `us-east-1`, `cn-north-1`, `us-gov-west-1`.
+fn is_region_name(region: &str) -> bool {
+    !region.is_empty()
+        && region.len() <= 32
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]
@@ -354,6 +376,10 @@ mod tests {
                 vec![region, ("KMS_AWS_PARAMETER_PREFIX", "/aws/x")],
                 "KMS_AWS_PARAMETER_PREFIX",
             ),
+            // A region that would move the endpoint to another host.
+            (vec![("AWS_REGION", "attacker.example/")], "AWS_REGION"),
+            (vec![("AWS_REGION", "us-east-1.evil.example")], "AWS_REGION"),
+            (vec![("AWS_REGION", "US-EAST-1")], "AWS_REGION"),
         ];
         for (vars, var) in cases {
             let err = AwsProviderBuilder::from_lookup(lookup(&vars))
