@@ -57,21 +57,36 @@ pub(crate) fn run(seconds: u64, targets: &[String]) -> Result<()> {
     let started = Instant::now();
     let mut results = Vec::new();
     for pair in targets.chunks(2) {
-        let children: Vec<(String, Child)> = pair
-            .iter()
-            .map(|t| Ok((t.clone(), spawn(&fuzz, &target_dir, t, seconds)?)))
-            .collect::<Result<_>>()?;
+        let mut children = Vec::new();
+        for t in pair {
+            match spawn(&fuzz, &target_dir, t, seconds) {
+                Ok(child) => children.push((t.clone(), child)),
+                Err(e) => {
+                    // Do not leave the pair's other fuzzer running.
+                    for (_, mut child) in children {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        // Wait for both before judging either.
+        let mut failed = Vec::new();
         for (t, mut child) in children {
-            let status = child
-                .wait()
-                .map_err(|e| Error::new(format!("afl-fuzz {t}: {e}")))?;
-            if !status.success() {
-                return Err(Error::new(format!(
+            match child.wait() {
+                Ok(status) if status.success() => {
+                    results.push((t.clone(), stats(&fuzz.join("out").join(&t))?));
+                }
+                Ok(status) => failed.push(format!(
                     "afl-fuzz {t} failed ({status}); its log: {}",
                     log_path(&fuzz, &t).display()
-                )));
+                )),
+                Err(e) => failed.push(format!("afl-fuzz {t}: {e}")),
             }
-            results.push((t.clone(), stats(&fuzz.join("out").join(&t))?));
+        }
+        if !failed.is_empty() {
+            return Err(Error::new(failed.join("\n")));
         }
     }
 

@@ -1,5 +1,5 @@
 //! The admin API's untrusted inputs through its router: the configuration
-//! document (`POST /config/test`, `PUT /config`) and the `Authorization`
+//! document (`POST /config/test`) and the `Authorization`
 //! header (static token, HS256 and RS256 JWTs). The first byte picks.
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -13,12 +13,17 @@ use tower::ServiceExt as _;
 
 const TOKEN: &str = "fuzz-admin-token-0123456789";
 const KEY: &str = "8f7c2d54a1e0b9a3c6d5e4f30112233445566778899aabbccddeeff001122334";
-const RSA_PUBLIC: &str = include_str!("../../../crates/kms-admin/tests/fixtures/test-rsa-public.pem");
+const RSA_PUBLIC: &str =
+    include_str!("../../../crates/kms-admin/tests/fixtures/test-rsa-public.pem");
 
 fn main() {
     let rt = kms_fuzz::runtime();
     let app = rt.block_on(async {
-        let kms = kms::Kms::builder().env_key(KEY).build().await.expect("env kms");
+        let kms = kms::Kms::builder()
+            .env_key(KEY)
+            .build()
+            .await
+            .expect("env kms");
         let auth = AuthConfig::new()
             .admin_token(TOKEN)
             .and_then(|a| a.jwt_hs256_secret(b"a-jwt-secret-of-at-least-thirty-two-bytes!"))
@@ -42,14 +47,12 @@ fn main() {
             return;
         };
         let mut req = Request::builder();
-        req = match pick % 3 {
+        // Only `POST /config/test` for documents: `PUT /config` would swap
+        // the shared state, and a finding would depend on earlier inputs.
+        req = match pick % 2 {
             0 => req
                 .method(Method::POST)
                 .uri("/api/admin/kms/config/test")
-                .header("authorization", format!("Bearer {TOKEN}")),
-            1 => req
-                .method(Method::PUT)
-                .uri("/api/admin/kms/config")
                 .header("authorization", format!("Bearer {TOKEN}")),
             _ => {
                 let r = req.method(Method::GET).uri("/api/admin/kms/health");
@@ -59,7 +62,11 @@ fn main() {
                 }
             }
         };
-        let body = if pick % 3 == 2 { Body::empty() } else { Body::from(rest.to_vec()) };
+        let body = if pick % 2 == 1 {
+            Body::empty()
+        } else {
+            Body::from(rest.to_vec())
+        };
         let Ok(mut req) = req.header("content-type", "application/json").body(body) else {
             return;
         };
