@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::cmd::{self, Error, Result};
 
 /// Every fuzz target (`fuzz/src/bin/<name>.rs`).
-pub(crate) const TARGETS: [&str; 4] = ["ciphertext", "decrypt", "admin", "env_key"];
+pub(crate) const TARGETS: [&str; 5] = ["ciphertext", "decrypt", "admin", "env_key", "dotenv"];
 
 /// Default time per target.
 pub(crate) const DEFAULT_SECONDS: u64 = 30;
@@ -46,7 +46,7 @@ pub(crate) fn run(seconds: u64, targets: &[String]) -> Result<()> {
     }
     ensure_cargo_afl()?;
     let fuzz = cmd::workspace_root().join("fuzz");
-    let target_dir = fuzz.join("target");
+    let target_dir = target_dir(&fuzz);
     let mut build = cmd::cargo();
     build
         .current_dir(&fuzz)
@@ -124,6 +124,17 @@ pub(crate) fn run(seconds: u64, targets: &[String]) -> Result<()> {
     }
 }
 
+/// Where the instrumented builds go: beside the main builds when
+/// `CARGO_TARGET_DIR` is set (so a fresh clone in CI reuses them), in a
+/// directory of their own (`afl/`) that the main builds never read; else
+/// `fuzz/target`.
+fn target_dir(fuzz: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("afl"),
+        _ => fuzz.join("target"),
+    }
+}
+
 fn log_path(fuzz: &Path, target: &str) -> PathBuf {
     fuzz.join("out").join(format!("{target}.log"))
 }
@@ -148,8 +159,10 @@ fn spawn(fuzz: &Path, target_dir: &Path, target: &str, seconds: u64) -> Result<C
         .args(["-V", &seconds.to_string(), "-t", "2000", "--"])
         .arg(target_dir.join("release").join(target))
         // No terminal UI; resume the kept corpus; containers have no
-        // core-dump handler or CPU frequency scaling to check.
+        // core-dump handler or CPU frequency scaling to check; do not bind
+        // to a core (it fails when other work holds both).
         .env("AFL_NO_UI", "1")
+        .env("AFL_NO_AFFINITY", "1")
         .env("AFL_AUTORESUME", "1")
         .env("AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES", "1")
         .env("AFL_SKIP_CPUFREQ", "1")

@@ -26,7 +26,8 @@ usage: cargo xtask <task>
 tasks:
   test [-- <cargo test args>]    run the whole test suite (one `cargo test` invocation),
                                  after starting Docker (installing it as root on Debian)
-                                 and building the missing images of tests/images.env
+                                 and building the missing images of tests/images.env;
+                                 without cargo args, then a 30 s smoke of every fuzz target
   ci                             fmt, clippy, rustdoc and cargo-deny checks, then `test`
   bench [--out FILE] [-- <criterion args>]
                                  run the criterion benchmarks and print a markdown summary
@@ -36,7 +37,8 @@ tasks:
                                  `kms serve --dev`, call its health endpoint, stop it
   fuzz [--seconds N] [TARGET...]  fuzz the parsers with AFL++ (cargo-afl, installed if missing),
                                  N seconds per target (default 30), two at a time; fails on
-                                 any crash or hang (targets: ciphertext, decrypt, admin, env_key)
+                                 any crash or hang (targets: ciphertext, decrypt, admin, env_key,
+                                 dotenv)
   help                           print this message
 
 environment:

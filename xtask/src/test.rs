@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::cmd::{self, Result};
-use crate::{docker, images};
+use crate::{docker, fuzz, images};
 
 /// Runs the whole test suite.
 ///
@@ -14,12 +14,19 @@ use crate::{docker, images};
 /// command that a fresh machine and CI run: a Docker engine (installed and
 /// started if need be) and the container images pinned in `tests/images.env`
 /// (built if missing, reused otherwise).
+///
+/// The whole suite (no cargo arguments) ends with a fuzz smoke: every fuzz
+/// target for its default time, [`fuzz::DEFAULT_SECONDS`] (see `cargo xtask fuzz`). A run narrowed
+/// by cargo arguments (`cargo xtask test -- -p kms-core`) skips it.
 pub(crate) fn run(cargo_args: &[OsString]) -> Result<()> {
     docker::ensure_docker()?;
     images::ensure_images()?;
     let started = Instant::now();
     cmd::run("run the test suite", &mut cargo_test(cargo_args))?;
     cmd::step(format!("test suite passed in {}", cmd::took(started)));
+    if cargo_args.is_empty() {
+        fuzz::run(fuzz::DEFAULT_SECONDS, &[])?;
+    }
     Ok(())
 }
 

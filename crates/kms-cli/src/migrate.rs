@@ -85,9 +85,9 @@ impl Source {
                     format!("cannot read the configuration file {value}: {e}"),
                 )
             })?);
-            return parse_dotenv(&text)
+            return kms::dotenv::parse(&text)
                 .map(Source::File)
-                .map_err(|message| Error::config(flag, format!("{value}: {message}")));
+                .map_err(|e| Error::config(flag, format!("{value}: {e}")));
         }
         if !value.is_empty()
             && value
@@ -119,37 +119,6 @@ impl Source {
             Source::File(_) => name.to_owned(),
         }
     }
-}
-
-/// Parses dotenv-style `KEY=VALUE` lines. Errors name the line, never its value.
-fn parse_dotenv(text: &str) -> Result<HashMap<String, Zeroizing<String>>, String> {
-    let mut vars = HashMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((name, value)) = line.split_once('=') else {
-            return Err(format!("line {}: expected NAME=VALUE", n + 1));
-        };
-        let name = name.trim();
-        let valid = name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !valid {
-            return Err(format!("line {}: {name:?} is not a variable name", n + 1));
-        }
-        let value = value.trim();
-        let unquoted = ['"', '\'']
-            .iter()
-            .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
-            .unwrap_or(value);
-        vars.insert(name.to_owned(), Zeroizing::new(unquoted.to_owned()));
-    }
-    Ok(vars)
 }
 
 /// One side, configured: its provider kind and builder.
@@ -340,24 +309,6 @@ fn env_target(plan: &MigrationPlan, reveal: bool) -> Result<ExitCode, Error> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
-
-    #[test]
-    fn dotenv_lines() {
-        let vars = parse_dotenv(
-            "# source\n\nKMS_PROVIDER=vault\nexport VAULT_ADDR = \"http://127.0.0.1:8200\"\n\
-             VAULT_TOKEN='root'\nEMPTY=\nPASS=a=b#c\n",
-        )
-        .unwrap();
-        assert_eq!(vars["KMS_PROVIDER"].as_str(), "vault");
-        assert_eq!(vars["VAULT_ADDR"].as_str(), "http://127.0.0.1:8200");
-        assert_eq!(vars["VAULT_TOKEN"].as_str(), "root");
-        assert_eq!(vars["EMPTY"].as_str(), "");
-        assert_eq!(vars["PASS"].as_str(), "a=b#c");
-        let e = parse_dotenv("A=1\nENCRYPTION_KEY 0123abcd\n").unwrap_err();
-        assert_eq!(e, "line 2: expected NAME=VALUE");
-        assert!(!e.contains("0123"));
-        assert!(parse_dotenv("1A=x\n").is_err());
-    }
 
     #[test]
     fn prefix_or_file() {

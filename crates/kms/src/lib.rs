@@ -5,6 +5,7 @@
 pub mod blocking;
 mod client;
 pub mod config;
+pub mod dotenv;
 mod lifecycle;
 pub mod logging;
 pub mod migrate;
