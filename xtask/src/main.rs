@@ -12,6 +12,7 @@ mod demo;
 mod docker;
 mod fuzz;
 mod images;
+mod mutants;
 mod test;
 
 use std::ffi::{OsStr, OsString};
@@ -39,6 +40,11 @@ tasks:
                                  N seconds per target (default 30), two at a time; fails on
                                  any crash or hang (targets: ciphertext, decrypt, admin, env_key,
                                  dotenv)
+  mutants [SCOPE...] [-- <cargo-mutants args>]
+                                 mutation testing (cargo-mutants, installed if missing) of
+                                 kms-core, kms-cache, kms-circuit and kms-admin's auth and
+                                 limit modules; fails on a missed mutant not listed with its
+                                 reason in .cargo/mutants-equivalent.txt; prints the scores
   help                           print this message
 
 environment:
@@ -75,6 +81,10 @@ enum Task {
         seconds: u64,
         targets: Vec<String>,
     },
+    Mutants {
+        scopes: Vec<String>,
+        cargo_mutants_args: Vec<OsString>,
+    },
     Help,
 }
 
@@ -88,6 +98,10 @@ fn run(args: Vec<OsString>) -> Result<()> {
         } => bench::run(out.as_deref(), &criterion_args),
         Task::Demo => demo::run(),
         Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
+        Task::Mutants {
+            scopes,
+            cargo_mutants_args,
+        } => mutants::run(&scopes, &cargo_mutants_args),
         Task::Help => {
             println!("{USAGE}");
             Ok(())
@@ -167,6 +181,19 @@ fn parse(args: Vec<OsString>) -> Result<Task> {
                 }
             }
             Ok(Task::Fuzz { seconds, targets })
+        }
+        Some("mutants") => {
+            let scopes = own
+                .into_iter()
+                .map(|arg| match arg.to_str() {
+                    Some(name) if !name.starts_with('-') => Ok(name.to_owned()),
+                    _ => Err(unexpected("mutants", &arg)),
+                })
+                .collect::<Result<_>>()?;
+            Ok(Task::Mutants {
+                scopes,
+                cargo_mutants_args: passthrough,
+            })
         }
         Some("demo") => {
             reject_options("demo", &own)?;

@@ -397,4 +397,67 @@ mod tests {
         assert!(AuthConfig::new().admin_token("short").is_err());
         assert!(!format!("{auth:?}").contains("0123456789abcdef"));
     }
+
+    #[test]
+    fn secrets_shorter_than_the_minimum_are_refused_at_the_minimum_accepted() {
+        let token = "t".repeat(MIN_ADMIN_TOKEN_LEN);
+        assert!(AuthConfig::new().admin_token(&token).is_ok());
+        assert!(AuthConfig::new().admin_token(&token[1..]).is_err());
+        // Characters, not bytes: 16 two-byte characters are enough, 15 are not.
+        assert!(AuthConfig::new().admin_token(&"é".repeat(16)).is_ok());
+        assert!(AuthConfig::new().admin_token(&"é".repeat(15)).is_err());
+        assert!(AuthConfig::new().jwt_hs256_secret(&[7; 32]).is_ok());
+        assert!(AuthConfig::new().jwt_hs256_secret(&[7; 31]).is_err());
+    }
+
+    fn hs256_token(claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(&[7; 32]).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn check(auth: &AuthConfig, claims: serde_json::Value) -> Result<Principal, Failure> {
+        let header = format!("Bearer {}", hs256_token(&claims));
+        auth.authenticate(Some(header.as_bytes()))
+    }
+
+    #[test]
+    fn the_admin_role_comes_from_role_or_roles_and_can_be_renamed() {
+        use serde_json::json;
+        let exp = chrono::Utc::now().timestamp() + 600;
+        let auth = AuthConfig::new().jwt_hs256_secret(&[7; 32]).unwrap();
+        assert!(check(&auth, json!({"role": "admin", "exp": exp})).is_ok());
+        assert!(check(&auth, json!({"roles": ["reader", "admin"], "exp": exp})).is_ok());
+        assert!(check(&auth, json!({"roles": "admin", "exp": exp})).is_ok());
+        for refused in [
+            json!({"role": "reader", "exp": exp}),
+            json!({"roles": ["reader"], "exp": exp}),
+            json!({"exp": exp}),
+        ] {
+            assert_eq!(
+                check(&auth, refused.clone()),
+                Err(Failure::NotAdmin),
+                "{refused}"
+            );
+        }
+        let operator = auth.jwt_role("kms-operator");
+        assert!(check(&operator, json!({"role": "kms-operator", "exp": exp})).is_ok());
+        assert!(check(&operator, json!({"roles": ["kms-operator"], "exp": exp})).is_ok());
+        assert_eq!(
+            check(&operator, json!({"role": "admin", "exp": exp})),
+            Err(Failure::NotAdmin)
+        );
+    }
+
+    #[test]
+    fn generated_tokens_are_64_hex_characters_and_differ() {
+        let (a, b) = (generate_admin_token(), generate_admin_token());
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(*a, *b);
+        assert!(AuthConfig::new().admin_token(&a).is_ok());
+    }
 }

@@ -238,3 +238,70 @@ impl Limiters {
         window.count.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> kms::Result<RateLimitConfig> {
+        RateLimitConfig::from_lookup(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn variables_are_read_and_minimums_enforced() {
+        let c = from(&[
+            ("KMS_ADMIN_RATE_LIMIT", "0"),
+            ("KMS_ADMIN_RATE_LIMIT_BURST", "1"),
+            ("KMS_ADMIN_SENSITIVE_RATE_LIMIT", "7"),
+            ("KMS_ADMIN_AUTH_FAILURE_LIMIT", "3"),
+            ("KMS_ADMIN_AUTH_FAILURE_WINDOW", "2m"),
+            ("KMS_ADMIN_TRUST_FORWARDED_FOR", "true"),
+        ])
+        .unwrap();
+        assert_eq!(c.requests_per_minute, 0);
+        assert_eq!(c.burst, 1);
+        assert_eq!(c.sensitive_per_minute, 7);
+        assert_eq!(c.auth_failures, 3);
+        assert_eq!(c.auth_failure_window, Duration::from_secs(120));
+        assert!(c.trust_forwarded_for);
+        assert_eq!(from(&[]).unwrap(), RateLimitConfig::default());
+        for (name, bad) in [
+            ("KMS_ADMIN_RATE_LIMIT_BURST", "0"),
+            ("KMS_ADMIN_AUTH_FAILURE_LIMIT", "0"),
+            ("KMS_ADMIN_RATE_LIMIT", "-1"),
+            ("KMS_ADMIN_RATE_LIMIT", "many"),
+        ] {
+            let e = from(&[(name, bad)]).unwrap_err().to_string();
+            assert!(e.contains(name), "{e}");
+        }
+    }
+
+    #[test]
+    fn idle_clients_are_forgotten_every_4096_checks() {
+        // 60,000 a minute, burst 1: a client is idle again after 1 ms.
+        let limiters = Limiters::new(&RateLimitConfig {
+            requests_per_minute: 60_000,
+            burst: 1,
+            ..RateLimitConfig::default()
+        });
+        let clients = || limiters.general.as_ref().unwrap().len();
+        let ip = |n: u32| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
+        for n in 0..4095 {
+            assert!(limiters.check_general(ip(n)).is_ok());
+        }
+        assert_eq!(clients(), 4095);
+        std::thread::sleep(Duration::from_millis(20));
+        // The 4096th check forgets the 4095 idle clients, then counts its own.
+        assert!(limiters.check_general(ip(5000)).is_ok());
+        assert_eq!(clients(), 1);
+        // The next ones do not prune.
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(limiters.check_general(ip(5001)).is_ok());
+        assert_eq!(clients(), 2);
+    }
+}

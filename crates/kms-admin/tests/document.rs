@@ -10,6 +10,7 @@
     clippy::indexing_slicing
 )]
 
+#[cfg(feature = "aws")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,6 +82,7 @@ async fn active_config(app: &Router) -> Value {
 /// A region is pasted into the AWS endpoint's host name: one that is not a
 /// plain region name would move the endpoint without the document naming
 /// one, and the server's ambient credentials would go there.
+#[cfg(feature = "aws")]
 #[tokio::test]
 async fn an_aws_region_that_moves_the_endpoint_is_refused() {
     let (app, _) = app(env_kms(KEY1).await, config());

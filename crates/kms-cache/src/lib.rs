@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -15,6 +15,9 @@ use kms_core::{
     KeyProvider, KeyVersion, LiveVersions, Result, VersionInfo, find_by_fingerprint,
 };
 use moka::future::Cache;
+// Tokio's clock (the system clock unless a test pauses it), so that the
+// TTL and rate-limit boundaries can be tested with paused time.
+use tokio::time::Instant;
 
 /// Default lifetime of a cached current version: 5 minutes, as in the spec.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
@@ -414,10 +417,9 @@ impl CachingProvider {
         if let Some(key) = self.search(key_id, hint, fingerprint, &listed).await? {
             return Ok(key);
         }
+        // Wait until the list is `list_refresh` old (no wait when it is).
         let age = listed.loaded.elapsed();
-        if age < self.config.list_refresh {
-            tokio::time::sleep(self.config.list_refresh - age).await;
-        }
+        tokio::time::sleep(self.config.list_refresh.saturating_sub(age)).await;
         let relisted = self.list(key_id, self.config.list_refresh).await?;
         if relisted.loaded != listed.loaded
             && let Some(key) = self.search(key_id, hint, fingerprint, &relisted).await?

@@ -254,3 +254,378 @@ async fn health_reports_cache_figures_and_debug_hides_keys() {
 fn object_safe() {
     let _boxed: Box<dyn KeyProvider> = Box::new(cached(faulty(), CacheConfig::default()));
 }
+
+// What the mutation tests asked for: the hot slot, the version and list
+// caches, and `resolve`'s rate limits, at their boundaries (paused time).
+
+fn other() -> KeyId {
+    KeyId::new("other").unwrap()
+}
+
+/// A fingerprint no stored version has (a forged ciphertext's).
+fn forged() -> Fingerprint {
+    DataKey::new(id(), KeyVersion::from(1), KeyMaterial::generate()).fingerprint()
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+/// A provider whose version list lags behind its writes (an eventually
+/// consistent listing): after `freeze`, it lists only the versions that
+/// existed then.
+#[derive(Debug, Default)]
+struct Lagging {
+    mem: MemoryProvider,
+    frozen: std::sync::Mutex<Option<Vec<VersionInfo>>>,
+}
+
+impl Lagging {
+    async fn freeze(&self) {
+        let listed = self.mem.versions(&id()).await.unwrap();
+        *self.frozen.lock().unwrap() = Some(listed);
+    }
+}
+
+#[async_trait]
+impl KeyProvider for Lagging {
+    fn name(&self) -> &'static str {
+        "lagging"
+    }
+    async fn current_key(&self, key_id: &KeyId) -> Result<DataKey> {
+        self.mem.current_key(key_id).await
+    }
+    async fn key_version(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey> {
+        self.mem.key_version(key_id, version).await
+    }
+    async fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
+        let frozen = self.frozen.lock().unwrap().clone();
+        match frozen {
+            Some(listed) => Ok(listed),
+            None => self.mem.versions(key_id).await,
+        }
+    }
+    async fn metadata(&self, key_id: &KeyId) -> Result<KeyMetadata> {
+        self.mem.metadata(key_id).await
+    }
+    async fn health(&self) -> HealthStatus {
+        self.mem.health().await
+    }
+}
+
+#[test]
+fn config_and_name_are_those_given() {
+    let config = CacheConfig {
+        ttl: Duration::from_secs(7),
+        max_versions: 3,
+        stale_if_error: Some(Duration::from_secs(9)),
+        list_ttl: Duration::from_secs(2),
+        list_refresh: Duration::from_millis(20),
+    };
+    let c = cached(faulty(), config.clone());
+    assert_eq!(c.config(), &config);
+    assert_eq!(c.name(), "memory");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hot_slot_serves_the_fresh_current_key_of_its_key_id_until_the_ttl_ends() {
+    let mem = MemoryProvider::with_key(id());
+    mem.add_version(&other(), KeyMaterial::generate());
+    let p = Arc::new(FaultyProvider::new(mem));
+    let ttl = Duration::from_secs(10);
+    let c = cached(p.clone(), CacheConfig::with_ttl(ttl));
+    assert!(c.current_if_fresh(&id()).is_none());
+
+    let cur = c.current_key(&id()).await.unwrap();
+    assert_eq!(
+        c.current_if_fresh(&id()).unwrap().fingerprint(),
+        cur.fingerprint()
+    );
+    assert_eq!(
+        c.with_current_if_fresh(&id(), |k| k.version().clone()),
+        Some(cur.version().clone())
+    );
+    assert!(c.current_if_fresh(&other()).is_none());
+    assert_eq!(p.calls(), 1);
+    assert_eq!(c.stats().hits, 2);
+
+    // Fresh up to the end of the TTL, not at it.
+    tokio::time::advance(ttl - MS).await;
+    assert!(c.current_if_fresh(&id()).is_some());
+    tokio::time::advance(MS).await;
+    assert!(c.current_if_fresh(&id()).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn hot_slot_answers_its_fingerprint_for_its_key_id_fresh_or_not() {
+    let c = cached(faulty(), CacheConfig::with_ttl(Duration::from_secs(10)));
+    assert!(
+        c.with_cached_fingerprint(id().as_str(), forged(), |_| ())
+            .is_none()
+    );
+    let cur = c.current_key(&id()).await.unwrap();
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert!(c.current_if_fresh(&id()).is_none());
+    assert_eq!(
+        c.with_cached_fingerprint(id().as_str(), cur.fingerprint(), |k| k.version().clone()),
+        Some(cur.version().clone())
+    );
+    assert!(
+        c.with_cached_fingerprint(id().as_str(), forged(), |_| ())
+            .is_none()
+    );
+    assert!(
+        c.with_cached_fingerprint(other().as_str(), cur.fingerprint(), |_| ())
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn current_and_rotated_keys_stay_cached_as_versions_after_invalidation() {
+    let p = faulty();
+    let c = cached(p.clone(), CacheConfig::default());
+    let cur = c.current_key(&id()).await.unwrap();
+    c.invalidate_current(&id()).await;
+    let read = c.key_version(&id(), cur.version()).await.unwrap();
+    assert_eq!(read.fingerprint(), cur.fingerprint());
+    assert_eq!(p.calls(), 1);
+
+    let rotated = c.rotate(&id(), &LiveVersions::all()).await.unwrap();
+    c.invalidate_current(&id()).await;
+    let read = c.key_version(&id(), rotated.version()).await.unwrap();
+    assert_eq!(read.fingerprint(), rotated.fingerprint());
+    assert_eq!(p.calls(), 2);
+}
+
+#[tokio::test]
+async fn the_hot_slot_never_answers_for_another_key_id() {
+    let mem = MemoryProvider::with_key(id());
+    mem.add_version(&other(), KeyMaterial::generate());
+    let c = cached(Arc::new(mem), CacheConfig::default());
+    let a = c.current_key(&id()).await.unwrap();
+    // Same version number, other key: not the hot slot's key.
+    let b = c.key_version(&other(), a.version()).await.unwrap();
+    assert_eq!(b.key_id(), &other());
+    assert_ne!(b.fingerprint(), a.fingerprint());
+}
+
+#[tokio::test(start_paused = true)]
+async fn version_list_is_reused_for_list_ttl_and_forgotten_after_a_rotation() {
+    let p = faulty();
+    let c = cached(p.clone(), CacheConfig::default());
+    let listed = c.versions(&id()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].version, KeyVersion::from(1));
+
+    tokio::time::advance(DEFAULT_LIST_TTL - MS).await;
+    assert_eq!(c.versions(&id()).await.unwrap(), listed);
+    assert_eq!(p.calls(), 1);
+    tokio::time::advance(MS).await;
+    assert_eq!(c.versions(&id()).await.unwrap(), listed);
+    assert_eq!(p.calls(), 2);
+
+    // A rotation through the cache shows in the list at once.
+    let rotated = c.rotate(&id(), &LiveVersions::all()).await.unwrap();
+    let listed = c.versions(&id()).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(&listed[1].version, rotated.version());
+}
+
+#[tokio::test]
+async fn rotate_if_current_forwards_and_updates_the_cached_current_key() {
+    let mem = Arc::new(MemoryProvider::with_key(id()));
+    let p = Arc::new(FaultyProvider::new(mem.clone()));
+    let c = cached(p.clone(), CacheConfig::default());
+    let all = LiveVersions::all();
+    let v1 = c.current_key(&id()).await.unwrap();
+
+    let v2 = c
+        .rotate_if_current(&id(), v1.version(), &all)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v2.version(), &KeyVersion::from(2));
+    let calls = p.calls();
+    assert_eq!(
+        c.current_key(&id()).await.unwrap().fingerprint(),
+        v2.fingerprint()
+    );
+    assert_eq!(p.calls(), calls);
+
+    // Another writer rotated first: nothing written here, and the cached
+    // current key is forgotten so the next lookup sees the other's.
+    let v3 = mem.rotate(&id(), &all).await.unwrap();
+    assert!(
+        c.rotate_if_current(&id(), v2.version(), &all)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        c.current_key(&id()).await.unwrap().fingerprint(),
+        v3.fingerprint()
+    );
+    assert_eq!(c.versions(&id()).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn resolve_answers_a_cached_version_without_a_provider_call() {
+    let p = faulty();
+    let c = cached(p.clone(), CacheConfig::default());
+    let cur = c.current_key(&id()).await.unwrap();
+    let key = c
+        .resolve(&id(), cur.version(), cur.fingerprint())
+        .await
+        .unwrap();
+    assert_eq!(key.fingerprint(), cur.fingerprint());
+    assert_eq!(p.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn resolve_tries_the_named_version_first_then_the_others_newest_first() {
+    let mem = MemoryProvider::with_key(id());
+    let v2 = mem.add_version(&id(), KeyMaterial::generate());
+    mem.add_version(&id(), KeyMaterial::generate());
+    let v1 = mem.key_version(&id(), &KeyVersion::from(1)).await.unwrap();
+    let p = Arc::new(FaultyProvider::new(mem));
+    let start = Instant::now();
+
+    // Named right: one listing and one read.
+    let c = cached(p.clone(), CacheConfig::default());
+    let key = c
+        .resolve(&id(), v2.version(), v2.fingerprint())
+        .await
+        .unwrap();
+    assert_eq!(key.fingerprint(), v2.fingerprint());
+    assert_eq!(p.calls(), 2);
+
+    // Named otherwise (copied from another provider): found in the list,
+    // reading 3, then 2, then 1.
+    p.reset_calls();
+    let c = cached(p.clone(), CacheConfig::default());
+    let key = c
+        .resolve(&id(), &KeyVersion::from(99), v1.fingerprint())
+        .await
+        .unwrap();
+    assert_eq!(key.version(), v1.version());
+    assert_eq!(p.calls(), 4);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test]
+async fn resolve_without_a_list_reads_the_named_version_unless_the_error_is_temporary() {
+    let p = faulty();
+    let v1 = p.key_version(&id(), &KeyVersion::from(1)).await.unwrap();
+    p.reset_calls();
+
+    // Listing denied: the named version, if it has the fingerprint.
+    p.fail_next(1, Fault::Permanent);
+    let c = cached(p.clone(), CacheConfig::default());
+    let key = c
+        .resolve(&id(), v1.version(), v1.fingerprint())
+        .await
+        .unwrap();
+    assert_eq!(key.fingerprint(), v1.fingerprint());
+    assert_eq!(p.calls(), 2);
+
+    p.fail_next(1, Fault::Permanent);
+    let c = cached(p.clone(), CacheConfig::default());
+    assert!(matches!(
+        c.resolve(&id(), v1.version(), forged()).await,
+        Err(Error::KeyNotFound { .. })
+    ));
+
+    // Provider unavailable: the error, and no further call.
+    p.reset_calls();
+    p.fail_next(1, Fault::Temporary);
+    let c = cached(p.clone(), CacheConfig::default());
+    let err = c
+        .resolve(&id(), v1.version(), v1.fingerprint())
+        .await
+        .unwrap_err();
+    assert!(err.is_temporary());
+    assert_eq!(p.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn resolve_lists_again_once_the_list_is_list_refresh_old_and_finds_a_new_version() {
+    let mem = Arc::new(MemoryProvider::with_key(id()));
+    let c = cached(mem.clone(), CacheConfig::default());
+    c.versions(&id()).await.unwrap();
+    tokio::time::advance(100 * MS).await;
+    // Another instance writes a version, which a ciphertext names otherwise.
+    let v2 = mem.rotate(&id(), &LiveVersions::all()).await.unwrap();
+    let start = Instant::now();
+    let key = c
+        .resolve(&id(), &KeyVersion::from(99), v2.fingerprint())
+        .await
+        .unwrap();
+    assert_eq!(key.version(), v2.version());
+    // It waited until the list was `list_refresh` old, no longer.
+    assert_eq!(start.elapsed(), DEFAULT_LIST_REFRESH - 100 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unlisted_versions_are_read_directly_once_per_list_refresh_and_key() {
+    let lag = Arc::new(Lagging::default());
+    lag.mem.add_version(&id(), KeyMaterial::generate());
+    lag.freeze().await;
+    let p = Arc::new(FaultyProvider::new(lag.clone()));
+    let c = cached(p.clone(), CacheConfig::default());
+    let all = LiveVersions::all();
+
+    // The listing lags behind a write: the named version is read directly.
+    let v2 = lag.mem.rotate(&id(), &all).await.unwrap();
+    let start = Instant::now();
+    let key = c
+        .resolve(&id(), v2.version(), v2.fingerprint())
+        .await
+        .unwrap();
+    assert_eq!(key.fingerprint(), v2.fingerprint());
+    assert_eq!(start.elapsed(), DEFAULT_LIST_REFRESH);
+    // list, read 1, list again, read 2
+    assert_eq!(p.calls(), 4);
+
+    // Exactly `list_refresh` later, the next unlisted version may be read.
+    let v3 = lag.mem.rotate(&id(), &all).await.unwrap();
+    let key = c
+        .resolve(&id(), v3.version(), v3.fingerprint())
+        .await
+        .unwrap();
+    assert_eq!(key.fingerprint(), v3.fingerprint());
+    assert_eq!(start.elapsed(), 2 * DEFAULT_LIST_REFRESH);
+
+    // Two forged ciphertexts at once: one listing and one direct read.
+    p.reset_calls();
+    let (key_id, v7, v8) = (id(), KeyVersion::from(7), KeyVersion::from(8));
+    let (a, b) = tokio::join!(
+        c.resolve(&key_id, &v7, forged()),
+        c.resolve(&key_id, &v8, forged()),
+    );
+    assert!(matches!(a, Err(Error::KeyNotFound { .. })), "{a:?}");
+    assert!(matches!(b, Err(Error::KeyNotFound { .. })), "{b:?}");
+    assert_eq!(p.calls(), 2);
+    assert_eq!(start.elapsed(), 3 * DEFAULT_LIST_REFRESH);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_if_error_ends_exactly_at_ttl_plus_grace() {
+    let p = faulty();
+    let grace = Duration::from_secs(1);
+    let c = cached(
+        p.clone(),
+        CacheConfig {
+            ttl: Duration::ZERO,
+            stale_if_error: Some(grace),
+            ..CacheConfig::default()
+        },
+    );
+    let cur = c.current_key(&id()).await.unwrap();
+    p.set_fault(Fault::Temporary);
+    tokio::time::advance(grace - MS).await;
+    assert_eq!(
+        c.current_key(&id()).await.unwrap().fingerprint(),
+        cur.fingerprint()
+    );
+    tokio::time::advance(MS).await;
+    assert!(c.current_key(&id()).await.unwrap_err().is_temporary());
+    assert_eq!(c.stats().stale_served, 1);
+}

@@ -12,6 +12,15 @@ use crate::key::DataKey;
 /// Largest plaintext AES-GCM can encrypt under one IV: 2^36 - 32 bytes.
 const P_MAX: u64 = (1 << 36) - 32;
 
+/// Refuses a plaintext longer than GCM allows under one IV ([`P_MAX`]).
+fn check_plaintext_len(len: usize) -> Result<()> {
+    if len as u64 > P_MAX {
+        Err(Error::InputTooLarge)
+    } else {
+        Ok(())
+    }
+}
+
 /// Encrypts `plaintext` under `key` with a fresh random IV, binding `aad`.
 ///
 /// Returns the binary ciphertext format. The IV comes from the thread-local
@@ -39,9 +48,7 @@ pub fn seal(key: &DataKey, iv_len: IvLength, plaintext: &[u8], aad: &[u8]) -> Re
 /// [`Error::InputTooLarge`] if the plaintext exceeds what GCM allows.
 pub fn seal_with_iv(key: &DataKey, iv: &[u8], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
     let iv_len = IvLength::from_len(iv.len()).ok_or(Error::malformed("unsupported IV length"))?;
-    if plaintext.len() as u64 > P_MAX {
-        return Err(Error::InputTooLarge);
-    }
+    check_plaintext_len(plaintext.len())?;
     let header_len = format::header_len(key, iv_len);
     let mut out = Vec::with_capacity(header_len + plaintext.len() + TAG_LEN);
     format::write_header(&mut out, key, iv.len());
@@ -186,5 +193,17 @@ mod tests {
     #[test]
     fn bad_iv_length_for_seal_with_iv() {
         assert!(seal_with_iv(&key(K1), &[0; 8], b"", b"").is_err());
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn plaintext_limit_is_gcm_s() {
+        // 2^36 - 32 bytes (NIST SP 800-38D): the largest accepted, one more refused.
+        assert!(check_plaintext_len(68_719_476_704).is_ok());
+        assert!(matches!(
+            check_plaintext_len(68_719_476_705),
+            Err(Error::InputTooLarge)
+        ));
+        assert!(check_plaintext_len(0).is_ok());
     }
 }

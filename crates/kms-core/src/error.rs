@@ -363,4 +363,12 @@ mod tests {
         fn check<T: Send + Sync + 'static>() {}
         check::<Error>();
     }
+
+    #[test]
+    fn temporary_and_permanent_are_opposites() {
+        let temporary = Error::unavailable("vault", "connection refused");
+        assert!(temporary.is_temporary() && !temporary.is_permanent());
+        let permanent = Error::InvalidKeyLength;
+        assert!(permanent.is_permanent() && !permanent.is_temporary());
+    }
 }

@@ -314,7 +314,9 @@ pub fn from_text(text: &str) -> Result<Vec<u8>> {
     let (version, payload) = rest.split_once(':').ok_or(Error::malformed(
         "missing format version in the text prefix",
     ))?;
-    if version.is_empty() || version.len() > 3 || !version.bytes().all(|b| b.is_ascii_digit()) {
+    // Decimal digits only (`u8::from_str` would also take a leading `+`),
+    // at most three (a `u8`; leading zeros are accepted). Empty fails to parse.
+    if version.len() > 3 || !version.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Error::malformed(
             "invalid format version in the text prefix",
         ));
@@ -381,6 +383,100 @@ mod tests {
         assert_eq!(
             Envelope::parse(b"KM\x01\x0c\x00").unwrap_err().code(),
             "MALFORMED_CIPHERTEXT"
+        );
+    }
+
+    /// A binary header by hand: iv length, key id and key version as given,
+    /// then an 8-byte fingerprint, the IV and `body_len` bytes.
+    fn header(iv_len: u8, key_id: &[u8], version: &[u8], body_len: usize) -> Vec<u8> {
+        let mut b = b"KM\x01".to_vec();
+        b.push(iv_len);
+        b.push(u8::try_from(key_id.len()).unwrap());
+        b.extend_from_slice(key_id);
+        b.push(u8::try_from(version.len()).unwrap());
+        b.extend_from_slice(version);
+        b.extend_from_slice(&[7; FINGERPRINT_LEN]);
+        b.extend(std::iter::repeat_n(9, usize::from(iv_len)));
+        b.extend(std::iter::repeat_n(5, body_len));
+        b
+    }
+
+    fn reason(bytes: &[u8]) -> String {
+        Envelope::parse(bytes).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parse_checks_each_length_at_its_bounds() {
+        let id = |n| "k".repeat(n).into_bytes();
+        let ver = |n| "1".repeat(n).into_bytes();
+        // Longest key id and version: accepted, fields where they belong.
+        let longest = header(
+            12,
+            &id(MAX_KEY_ID_LEN),
+            &ver(MAX_KEY_VERSION_LEN),
+            TAG_LEN + 3,
+        );
+        let e = Envelope::parse(&longest).unwrap();
+        assert_eq!(e.format_version(), FORMAT_VERSION);
+        assert_eq!(e.key_id_str().len(), MAX_KEY_ID_LEN);
+        assert_eq!(e.key_version().unwrap().as_str().len(), MAX_KEY_VERSION_LEN);
+        assert_eq!(e.ciphertext().len(), 3);
+        // One longer, or empty: refused for the length itself, before reading.
+        for (bytes, want) in [
+            (
+                header(12, &id(MAX_KEY_ID_LEN + 1), b"1", TAG_LEN),
+                "invalid key id length",
+            ),
+            (header(12, b"", b"1", TAG_LEN), "invalid key id length"),
+            (
+                header(12, b"k", &ver(MAX_KEY_VERSION_LEN + 1), TAG_LEN),
+                "invalid key version length",
+            ),
+            (header(12, b"k", b"", TAG_LEN), "invalid key version length"),
+            (
+                header(12, b"k", b"1", TAG_LEN - 1),
+                "truncated authentication tag",
+            ),
+            (
+                header(16, b"k", b"1", TAG_LEN)[..30].to_vec(),
+                "truncated IV",
+            ),
+        ] {
+            let got = reason(&bytes);
+            assert!(got.ends_with(want), "{got} (want {want})");
+        }
+        // The shortest ciphertext: an empty body and a tag.
+        let shortest = header(16, b"k", b"1", TAG_LEN);
+        let e = Envelope::parse(&shortest).unwrap();
+        assert_eq!((e.iv().len(), e.ciphertext().len()), (16, 0));
+    }
+
+    #[test]
+    fn envelope_key_id_is_the_header_s() {
+        let bytes = header(12, b"payments", b"42", TAG_LEN);
+        let e = Envelope::parse(&bytes).unwrap();
+        assert_eq!(e.key_id().unwrap().as_str(), "payments");
+        assert_eq!(e.key_version().unwrap().as_str(), "42");
+    }
+
+    #[test]
+    fn text_version_is_plain_decimal() {
+        let body = to_text(&header(12, b"k", b"1", TAG_LEN));
+        let payload = body.strip_prefix("kms:v1:").unwrap();
+        assert!(from_text(&format!("kms:v001:{payload}")).is_ok());
+        for version in ["+1", "0001", "", "1 "] {
+            let e = from_text(&format!("kms:v{version}:{payload}")).unwrap_err();
+            assert!(
+                e.to_string()
+                    .ends_with("invalid format version in the text prefix"),
+                "{version:?}: {e}"
+            );
+        }
+        // Three digits are read: an unknown version, not a malformed prefix.
+        let e = from_text(&format!("kms:v100:{payload}")).unwrap_err();
+        assert!(
+            matches!(e, Error::UnsupportedFormatVersion { version: 100 }),
+            "{e}"
         );
     }
 }

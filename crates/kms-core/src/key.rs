@@ -522,4 +522,27 @@ mod tests {
         k.zeroize();
         assert_eq!(k.expose_secret(), &[0u8; 32]);
     }
+
+    #[test]
+    fn key_id_from_str_and_as_ref() {
+        let id: KeyId = "payments".parse().unwrap();
+        assert_eq!(id.as_str(), "payments");
+        assert_eq!(AsRef::<str>::as_ref(&id), "payments");
+        assert!("".parse::<KeyId>().is_err());
+        assert!("a b".parse::<KeyId>().is_err());
+    }
+
+    #[test]
+    fn data_key_keeps_its_creation_time() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let key = DataKey::with_created_at(
+            KeyId::default(),
+            KeyVersion::from(1),
+            KeyMaterial::from_bytes([1; KEY_LEN]),
+            Some(at),
+        );
+        assert_eq!(key.created_at(), Some(at));
+    }
 }

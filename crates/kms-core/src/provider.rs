@@ -520,3 +520,36 @@ mod rfc3339_opt {
             .transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn key_ids_and_times_survive_json() {
+        let mut meta = KeyMetadata::new(KeyId::new("payments").unwrap(), "vault");
+        let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        meta.last_rotated = Some(at);
+        meta.created_at = Some(at);
+        let json = serde_json::to_string(&meta).unwrap();
+        assert!(
+            json.contains("\"lastRotated\":\"2026-01-02T03:04:05Z\""),
+            "{json}"
+        );
+        let back: KeyMetadata = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, meta);
+        assert!(serde_json::from_str::<KeyId>("\"a b\"").is_err());
+    }
+
+    #[test]
+    fn unhealthy_is_not_healthy_and_says_why() {
+        let h = HealthStatus::unhealthy("vault", 12, "connection refused");
+        assert!(!h.healthy);
+        assert_eq!(h.error.as_deref(), Some("connection refused"));
+        assert_eq!((h.provider.as_str(), h.response_time), ("vault", 12));
+        assert!(HealthStatus::healthy("vault", 1).healthy);
+    }
+}

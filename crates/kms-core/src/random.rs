@@ -71,4 +71,13 @@ mod tests {
         fill(&mut a);
         assert_eq!(SEEDED_IN.with(Cell::get), std::process::id());
     }
+
+    #[test]
+    fn the_os_fallback_fills_the_buffer() {
+        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+        fill_from_os(&mut a);
+        fill_from_os(&mut b);
+        assert_ne!(a, [0; 32]);
+        assert_ne!(a, b);
+    }
 }

@@ -211,4 +211,16 @@ mod tests {
             prop_assert!(!window.iter().any(|v| v.version == oldest));
         }
     }
+
+    #[test]
+    fn minimum_is_kept() {
+        let v3 = KeyVersion::from(3);
+        assert_eq!(
+            LiveVersions::from_optional(Some(v3.clone())).minimum(),
+            Some(&v3)
+        );
+        assert_eq!(LiveVersions::from_minimum(v3.clone()).minimum(), Some(&v3));
+        assert_eq!(LiveVersions::from_optional(None).minimum(), None);
+        assert_eq!(LiveVersions::all().minimum(), None);
+    }
 }

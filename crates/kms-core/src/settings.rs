@@ -115,4 +115,20 @@ mod tests {
                 .contains('X')
         );
     }
+
+    #[test]
+    fn values_are_trimmed_and_blank_is_unset() {
+        let lookup = |name: &str| match name {
+            "SET" => Some("  vault \n".to_owned()),
+            "BLANK" => Some(" \t".to_owned()),
+            _ => None,
+        };
+        assert_eq!(value(lookup, "SET").as_deref(), Some("vault"));
+        assert_eq!(value(lookup, "BLANK"), None);
+        assert_eq!(value(lookup, "UNSET"), None);
+        // Secrets are kept as given (a token may end in a space).
+        assert_eq!(secret_value(lookup, "SET").as_deref(), Some("  vault \n"));
+        assert_eq!(secret_value(lookup, "BLANK"), None);
+        assert_eq!(secret_value(lookup, "UNSET"), None);
+    }
 }
