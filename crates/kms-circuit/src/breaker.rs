@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use failsafe::failure_policy::{ConsecutiveFailures, consecutive_failures};
-use failsafe::{Instrument, StateMachine};
+use failsafe::{Instrument, StateMachine, clock};
 
 use crate::config::ResilienceConfig;
 
@@ -79,13 +79,16 @@ struct Shared {
     open_until: AtomicU64,
     /// The open time failsafe last took from [`OpenBackoff`], in nanoseconds.
     last_open_time: AtomicU64,
-    /// The breaker's creation; failsafe measures with the same clock (`std::time::Instant`).
+    /// The breaker's creation, read from the clock failsafe measures with
+    /// (`failsafe::clock::now()`: `std::time::Instant::now()`, unless a test
+    /// froze it with `failsafe::clock::freeze`, as this crate's tests do).
     epoch: Instant,
 }
 
 impl Shared {
+    /// Nanoseconds since `epoch`, on failsafe's clock.
     fn now(&self) -> u64 {
-        nanos(self.epoch.elapsed())
+        nanos(clock::now().saturating_duration_since(self.epoch))
     }
 }
 
@@ -181,7 +184,7 @@ impl Breaker {
             state: AtomicU8::new(CLOSED),
             open_until: AtomicU64::new(0),
             last_open_time: AtomicU64::new(nanos(config.open_duration)),
-            epoch: Instant::now(),
+            epoch: clock::now(),
         });
         let backoff = OpenBackoff {
             next: config.open_duration,
@@ -376,6 +379,71 @@ mod tests {
         drop(trial);
         b.try_acquire().unwrap().record(false);
         assert_eq!(b.state(), CircuitState::Closed);
+    }
+
+    /// failsafe lets a call through once its clock is *past* the deadline
+    /// (`now > until`). At the deadline itself the circuit is still open,
+    /// and `state()` says so: it never reports half-open before failsafe
+    /// would let the trial through.
+    #[test]
+    fn half_open_is_reported_exactly_when_failsafe_lets_the_trial_through() {
+        clock::freeze(|clock| {
+            let b = Breaker::new("test", &config(1, 150, 150));
+            call(&b, true);
+            clock.advance(Duration::from_millis(150));
+            assert_eq!(b.state(), CircuitState::Open);
+            assert_eq!(b.try_acquire().err(), Some(Rejection::Open));
+            assert_eq!(b.state(), CircuitState::Open);
+
+            clock.advance(Duration::from_nanos(1));
+            assert_eq!(b.state(), CircuitState::HalfOpen);
+            let trial = b.try_acquire().unwrap();
+            assert_eq!(b.state(), CircuitState::HalfOpen);
+            trial.record(false);
+            assert_eq!(b.state(), CircuitState::Closed);
+        });
+    }
+
+    /// The instrument computes its deadline a moment after failsafe computed
+    /// its own, so for that moment failsafe already lets the trial through
+    /// while the recorded deadline has not passed. A trial in flight is
+    /// reported half-open all the same, as the rejection of the other calls says.
+    #[test]
+    fn a_trial_in_flight_is_half_open_even_before_the_recorded_deadline() {
+        clock::freeze(|clock| {
+            let b = Breaker::new("test", &config(1, 150, 150));
+            call(&b, true);
+            // The instrument ran one microsecond after failsafe's transition.
+            b.shared.open_until.fetch_add(1_000, Ordering::Relaxed);
+            clock.advance(Duration::from_millis(150) + Duration::from_nanos(1));
+            let trial = b.try_acquire().unwrap();
+            assert_eq!(b.try_acquire().err(), Some(Rejection::TrialInFlight));
+            assert_eq!(b.state(), CircuitState::HalfOpen);
+            trial.record(true);
+            assert_eq!(b.state(), CircuitState::Open);
+        });
+    }
+
+    /// Only the trial's own permit frees the trial slot when dropped: an
+    /// ordinary call that started while the circuit was closed and is given
+    /// up during the trial must not let a second trial through.
+    #[test]
+    fn a_cancelled_ordinary_call_does_not_free_the_trial_slot() {
+        clock::freeze(|clock| {
+            let b = Breaker::new("test", &config(1, 150, 150));
+            let slow = b.try_acquire().unwrap();
+            call(&b, true);
+            assert_eq!(b.state(), CircuitState::Open);
+            clock.advance(Duration::from_millis(151));
+            let trial = b.try_acquire().unwrap();
+            drop(slow);
+            assert_eq!(b.try_acquire().err(), Some(Rejection::TrialInFlight));
+            assert_eq!(b.state(), CircuitState::HalfOpen);
+            // The trial's own outcome still decides.
+            trial.record(false);
+            assert_eq!(b.state(), CircuitState::Closed);
+            call(&b, false);
+        });
     }
 
     #[test]

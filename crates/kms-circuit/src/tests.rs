@@ -5,7 +5,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kms_core::{Error, KeyId, KeyProvider, KeyVersion, LiveVersions};
+use async_trait::async_trait;
+use kms_core::{
+    Cause, DataKey, Error, HealthStatus, KeyId, KeyMetadata, KeyProvider, KeyVersion, LiveVersions,
+    Result, VersionInfo,
+};
+use kms_testing::capture::observe;
 use kms_testing::{Fault, FaultyProvider, MemoryProvider};
 
 use crate::{CircuitState, ResilienceConfig, ResilientProvider};
@@ -441,4 +446,226 @@ fn circuit_state_names() {
     assert_eq!(CircuitState::Open.as_str(), "open");
     assert_eq!(CircuitState::HalfOpen.as_str(), "half-open");
     assert_eq!(CircuitState::HalfOpen.to_string(), "half-open");
+}
+
+#[test]
+fn config_returns_the_configuration_it_was_built_with() {
+    let config = ResilienceConfig {
+        timeout: Duration::from_millis(1234),
+        retries: 7,
+        ..fast(0)
+    };
+    let (_, p, _) = setup(config.clone());
+    assert_eq!(p.config(), &config);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_wait_a_jittered_backoff_up_to_its_cap() {
+    let (faulty, p, id) = setup(ResilienceConfig {
+        initial_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(1),
+        ..fast(1)
+    });
+    let mut waits = Vec::new();
+    for _ in 0..50 {
+        faulty.reset_calls();
+        faulty.fail_next(1, Fault::Temporary);
+        let started = tokio::time::Instant::now();
+        assert!(
+            within(Duration::from_secs(10), p.current_key(&id))
+                .await
+                .is_ok()
+        );
+        assert_eq!(faulty.calls(), 2, "one failed attempt, one retry");
+        waits.push(started.elapsed());
+    }
+    // Each wait is random in 0..=1 s (tokio's timer rounds up to the millisecond).
+    for wait in &waits {
+        assert!(*wait <= Duration::from_millis(1001), "{wait:?}");
+    }
+    // Fifty waits all in the lower half has odds of 2^-50.
+    assert!(
+        waits.iter().any(|w| *w > Duration::from_millis(500)),
+        "{waits:?}"
+    );
+    assert_ne!(
+        waits.iter().min(),
+        waits.iter().max(),
+        "jittered: {waits:?}"
+    );
+}
+
+#[tokio::test]
+async fn rotate_if_current_is_forwarded_and_not_retried() {
+    let (faulty, p, id) = setup(fast(3));
+    let live = LiveVersions::all();
+    let first = KeyVersion::from(1);
+    let rotated = p
+        .rotate_if_current(&id, &first, &live)
+        .await
+        .unwrap()
+        .expect("version 1 is current: this call rotates");
+    assert_eq!(rotated.version().as_str(), "2");
+    assert_eq!(faulty.calls(), 1);
+    assert_eq!(p.current_key(&id).await.unwrap().version().as_str(), "2");
+
+    // Version 1 is no longer current: nothing is written.
+    assert!(
+        p.rotate_if_current(&id, &first, &live)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(p.current_key(&id).await.unwrap().version().as_str(), "2");
+
+    // A temporary error is returned after one attempt.
+    faulty.set_fault(Fault::Temporary);
+    faulty.reset_calls();
+    let e = p
+        .rotate_if_current(&id, &KeyVersion::from(2), &live)
+        .await
+        .unwrap_err();
+    assert!(e.is_temporary(), "{e:?}");
+    assert_eq!(faulty.calls(), 1);
+}
+
+/// Opening, re-opening and closing are logged once each, as warnings with
+/// the open time; calls that change nothing log nothing.
+#[test]
+fn circuit_transitions_are_logged_once_each() {
+    let ((), captured) = failsafe::clock::freeze(|clock| {
+        observe(tracing::Level::INFO, async {
+            let (faulty, p, id) = setup(ResilienceConfig {
+                failure_threshold: 2,
+                ..fast(0)
+            });
+            assert!(p.current_key(&id).await.is_ok());
+            faulty.set_fault(Fault::Temporary);
+            assert!(p.current_key(&id).await.is_err());
+            assert_eq!(p.circuit_state(), CircuitState::Closed);
+            assert!(p.current_key(&id).await.is_err());
+            assert_eq!(p.circuit_state(), CircuitState::Open);
+            assert_fails_fast(&p.current_key(&id).await.unwrap_err());
+
+            // The trial fails: open again, for twice as long.
+            clock.advance(Duration::from_millis(151));
+            assert_eq!(
+                cause(&p.current_key(&id).await.unwrap_err()),
+                "injected outage"
+            );
+            assert_eq!(p.circuit_state(), CircuitState::Open);
+
+            // The next trial succeeds: closed.
+            clock.advance(Duration::from_millis(301));
+            faulty.set_fault(Fault::None);
+            assert!(p.current_key(&id).await.is_ok());
+            assert_eq!(p.circuit_state(), CircuitState::Closed);
+            assert!(p.current_key(&id).await.is_ok());
+            assert_eq!(faulty.calls(), 6);
+        })
+    })
+    .unwrap();
+    let events: Vec<_> = captured
+        .events("kms::circuit")
+        .into_iter()
+        .map(|e| {
+            let fields = &e["fields"];
+            assert_eq!(fields["provider"], "memory", "{e}");
+            (
+                e["level"].as_str().unwrap().to_owned(),
+                fields["message"].as_str().unwrap().to_owned(),
+                fields["open_ms"].as_u64(),
+            )
+        })
+        .collect();
+    let expected = [
+        (
+            "WARN",
+            "circuit breaker opened after repeated failures; calls fail fast until a trial call succeeds",
+            Some(150),
+        ),
+        (
+            "INFO",
+            "circuit breaker half-open: letting a trial call through",
+            None,
+        ),
+        (
+            "WARN",
+            "circuit breaker re-opened: the trial call failed; calls fail fast until the next trial",
+            Some(300),
+        ),
+        (
+            "INFO",
+            "circuit breaker half-open: letting a trial call through",
+            None,
+        ),
+        (
+            "WARN",
+            "circuit breaker closed: the provider answers again",
+            None,
+        ),
+    ]
+    .map(|(level, message, open_ms)| (level.to_owned(), message.to_owned(), open_ms));
+    assert_eq!(events, expected, "{}", captured.raw);
+}
+
+/// Down for key calls; its health check passes but carries a message in
+/// `error` (which a provider may do: the field is public).
+#[derive(Debug)]
+struct DownWithHealthNote;
+
+impl DownWithHealthNote {
+    fn down<T>() -> Result<T> {
+        Err(Error::unavailable("noted", Cause("down".into())))
+    }
+}
+
+#[async_trait]
+impl KeyProvider for DownWithHealthNote {
+    fn name(&self) -> &'static str {
+        "noted"
+    }
+    async fn current_key(&self, _: &KeyId) -> Result<DataKey> {
+        Self::down()
+    }
+    async fn key_version(&self, _: &KeyId, _: &KeyVersion) -> Result<DataKey> {
+        Self::down()
+    }
+    async fn versions(&self, _: &KeyId) -> Result<Vec<VersionInfo>> {
+        Self::down()
+    }
+    async fn metadata(&self, _: &KeyId) -> Result<KeyMetadata> {
+        Self::down()
+    }
+    async fn health(&self) -> HealthStatus {
+        let mut status = HealthStatus::healthy("noted", 0);
+        status.error = Some("a note".into());
+        status
+    }
+}
+
+/// Only a failed probe's error is added to the open circuit's: a probe that
+/// passed is no diagnosis, whatever text it carries.
+#[tokio::test]
+async fn health_while_open_adds_only_a_failed_probes_error() {
+    let p = ResilientProvider::new(
+        DownWithHealthNote,
+        ResilienceConfig {
+            failure_threshold: 1,
+            open_duration: Duration::from_secs(60),
+            ..fast(0)
+        },
+    );
+    let health = p.health().await;
+    assert!(health.healthy);
+    assert_eq!(health.circuit.as_deref(), Some("closed"));
+
+    assert!(p.current_key(&KeyId::default()).await.is_err());
+    let health = p.health().await;
+    assert!(!health.healthy);
+    assert_eq!(health.circuit.as_deref(), Some("open"));
+    assert_eq!(
+        health.error.as_deref(),
+        Some("circuit breaker open after repeated failures")
+    );
 }
