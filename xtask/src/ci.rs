@@ -1,7 +1,5 @@
 //! `cargo xtask ci`: everything CI checks. If this passes locally, CI is green.
 
-use std::process::Stdio;
-
 use crate::cmd::{self, Result};
 use crate::test;
 
@@ -54,7 +52,7 @@ fn check_docs() -> Result<()> {
 
 /// Licenses, banned crates and sources, per `deny.toml`.
 fn check_dependencies() -> Result<()> {
-    ensure_cargo_deny()?;
+    cmd::ensure_cargo_tool("deny", "cargo-deny")?;
     let mut command = cmd::cargo();
     command.args(["deny", "check", "licenses", "bans", "sources"]);
     cmd::run("check dependencies", &mut command)?;
@@ -70,19 +68,4 @@ fn check_dependencies() -> Result<()> {
         ));
         Ok(())
     }
-}
-
-fn ensure_cargo_deny() -> Result<()> {
-    let installed = cmd::cargo()
-        .args(["deny", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if installed {
-        return Ok(());
-    }
-    let mut command = cmd::cargo();
-    command.args(["install", "cargo-deny", "--locked"]);
-    cmd::run("cargo-deny is not installed; install it", &mut command)
 }

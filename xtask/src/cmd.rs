@@ -215,6 +215,20 @@ pub(crate) fn env_flag(name: &str) -> bool {
     std::env::var_os(name).as_deref() == Some(OsStr::new("1"))
 }
 
+/// Installs the crate `package` (`cargo install --locked`) when `cargo
+/// <subcommand> --version` does not answer.
+pub(crate) fn ensure_cargo_tool(subcommand: &str, package: &str) -> Result<()> {
+    if succeeds(cargo().args([subcommand, "--version"])) {
+        return Ok(());
+    }
+    let mut install = cargo();
+    install.args(["install", package, "--locked"]);
+    run(
+        &format!("{package} is not installed; install it"),
+        &mut install,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,7 +44,7 @@ pub(crate) fn run(seconds: u64, targets: &[String]) -> Result<()> {
             )));
         }
     }
-    ensure_cargo_afl()?;
+    cmd::ensure_cargo_tool("afl", "cargo-afl")?;
     let fuzz = cmd::workspace_root().join("fuzz");
     let target_dir = target_dir(&fuzz);
     let mut build = cmd::cargo();
@@ -195,14 +195,4 @@ fn stats(out: &Path) -> Result<Stats> {
         }
     }
     Ok(s)
-}
-
-/// Installs `cargo-afl` (which builds the AFL++ runtime) when missing.
-fn ensure_cargo_afl() -> Result<()> {
-    if cmd::succeeds(cmd::cargo().args(["afl", "--version"])) {
-        return Ok(());
-    }
-    let mut install = cmd::cargo();
-    install.args(["install", "cargo-afl", "--locked"]);
-    cmd::run("cargo-afl is not installed; install it", &mut install)
 }

@@ -85,7 +85,7 @@ pub(crate) fn run(scopes: &[String], cargo_mutants_args: &[std::ffi::OsString]) 
             })
             .collect::<Result<_>>()?
     };
-    ensure_cargo_mutants()?;
+    cmd::ensure_cargo_tool("mutants", "cargo-mutants")?;
     let root = cmd::workspace_root();
     let equivalent = read_equivalent(&root.join(EQUIVALENT))?;
     let started = Instant::now();
@@ -228,16 +228,6 @@ fn outcome(dir: &Path, equivalent: &BTreeSet<String>) -> Result<Outcome> {
         }
     }
     Ok(o)
-}
-
-/// Installs `cargo-mutants` when missing.
-fn ensure_cargo_mutants() -> Result<()> {
-    if cmd::succeeds(cmd::cargo().args(["mutants", "--version"])) {
-        return Ok(());
-    }
-    let mut install = cmd::cargo();
-    install.args(["install", "cargo-mutants", "--locked"]);
-    cmd::run("cargo-mutants is not installed; install it", &mut install)
 }
 
 #[cfg(test)]
