@@ -28,7 +28,8 @@ tasks:
   test [-- <cargo test args>]    run the whole test suite (one `cargo test` invocation),
                                  after starting Docker (installing it as root on Debian)
                                  and building the missing images of tests/images.env;
-                                 without cargo args, then a 30 s smoke of every fuzz target
+                                 without cargo args, then kms-core and kms without aws-lc-rs
+                                 (pure-Rust AES-GCM) and a 30 s smoke of every fuzz target
   ci                             fmt, clippy, rustdoc and cargo-deny checks, then `test`
   bench [--out FILE] [-- <criterion args>]
                                  run the criterion benchmarks and print a markdown summary

@@ -15,9 +15,11 @@ use crate::{docker, fuzz, images};
 /// started if need be) and the container images pinned in `tests/images.env`
 /// (built if missing, reused otherwise).
 ///
-/// The whole suite (no cargo arguments) ends with a fuzz smoke: every fuzz
-/// target for its default time, [`fuzz::DEFAULT_SECONDS`] (see `cargo xtask fuzz`). A run narrowed
-/// by cargo arguments (`cargo xtask test -- -p kms-core`) skips it.
+/// The whole suite (no cargo arguments) then tests `kms-core` and the facade
+/// again without the `aws-lc-aes-gcm` feature (the pure-Rust backend), and
+/// ends with a fuzz smoke: every fuzz target for its default time,
+/// [`fuzz::DEFAULT_SECONDS`] (see `cargo xtask fuzz`). A run narrowed by
+/// cargo arguments (`cargo xtask test -- -p kms-core`) skips both.
 pub(crate) fn run(cargo_args: &[OsString]) -> Result<()> {
     docker::ensure_docker()?;
     images::ensure_images()?;
@@ -25,6 +27,15 @@ pub(crate) fn run(cargo_args: &[OsString]) -> Result<()> {
     cmd::run("run the test suite", &mut cargo_test(cargo_args))?;
     cmd::step(format!("test suite passed in {}", cmd::took(started)));
     if cargo_args.is_empty() {
+        let started = Instant::now();
+        cmd::run(
+            "test the pure-Rust AES-GCM backend (kms-core and the facade without aws-lc-rs)",
+            &mut cargo_test_pure_rust(),
+        )?;
+        cmd::step(format!(
+            "pure-Rust backend passed in {}",
+            cmd::took(started)
+        ));
         fuzz::run(fuzz::DEFAULT_SECONDS, &[])?;
     }
     Ok(())
@@ -37,6 +48,23 @@ fn cargo_test(cargo_args: &[OsString]) -> Command {
     command
         .args(["test", "--workspace", "--all-features"])
         .args(cargo_args);
+    command
+}
+
+/// `kms-core` and `kms` with default features off: the env provider and
+/// the pure-Rust aes-gcm backend (see `kms-core/src/aead.rs`).
+fn cargo_test_pure_rust() -> Command {
+    let mut command = cmd::cargo();
+    command.args([
+        "test",
+        "--package",
+        "kms-core",
+        "--package",
+        "kms",
+        "--no-default-features",
+        "--features",
+        "kms/env",
+    ]);
     command
 }
 

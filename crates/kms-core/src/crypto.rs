@@ -1,8 +1,5 @@
 //! AES-256-GCM sealing and opening in the ciphertext format of [`crate::format`].
 
-use aes_gcm::aead::AeadInOut;
-use aes_gcm::aead::array::Array;
-use aes_gcm::aead::consts::{U12, U16};
 use std::borrow::Cow;
 
 use crate::error::{Error, Result};
@@ -31,10 +28,27 @@ fn check_plaintext_len(len: usize) -> Result<()> {
 /// # Errors
 /// [`Error::InputTooLarge`] if the plaintext exceeds what GCM allows.
 pub fn seal(key: &DataKey, iv_len: IvLength, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    seal_into(key, iv_len, plaintext, aad, &mut out)?;
+    Ok(out)
+}
+
+/// As [`seal`], appending the ciphertext to `out` (which it reserves room
+/// in once): a caller that reuses a buffer allocates nothing per call.
+///
+/// # Errors
+/// As [`seal`]; `out` is then left as it was.
+pub fn seal_into(
+    key: &DataKey,
+    iv_len: IvLength,
+    plaintext: &[u8],
+    aad: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let mut iv = [0u8; 16];
     let iv = iv.get_mut(..iv_len.size()).unwrap_or_default();
     crate::random::fill(iv);
-    seal_with_iv(key, iv, plaintext, aad)
+    seal_with_iv_into(key, iv, plaintext, aad, out)
 }
 
 /// Encrypts with a caller-chosen IV.
@@ -47,35 +61,62 @@ pub fn seal(key: &DataKey, iv_len: IvLength, plaintext: &[u8], aad: &[u8]) -> Re
 /// [`Error::MalformedCiphertext`] if the IV is neither 12 nor 16 bytes,
 /// [`Error::InputTooLarge`] if the plaintext exceeds what GCM allows.
 pub fn seal_with_iv(key: &DataKey, iv: &[u8], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    seal_with_iv_into(key, iv, plaintext, aad, &mut out)?;
+    Ok(out)
+}
+
+fn seal_with_iv_into(
+    key: &DataKey,
+    iv: &[u8],
+    plaintext: &[u8],
+    aad: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let iv_len = IvLength::from_len(iv.len()).ok_or(Error::malformed("unsupported IV length"))?;
     check_plaintext_len(plaintext.len())?;
+    let start = out.len();
     let header_len = format::header_len(key, iv_len);
-    let mut out = Vec::with_capacity(header_len + plaintext.len() + TAG_LEN);
-    format::write_header(&mut out, key, iv.len());
+    out.reserve(header_len + plaintext.len() + TAG_LEN);
+    format::write_header(out, key, iv.len());
     out.extend_from_slice(iv);
     out.extend_from_slice(plaintext);
 
-    let (header, body) = out.split_at_mut(header_len);
+    let (header, body) = out
+        .get_mut(start..)
+        .unwrap_or_default()
+        .split_at_mut(header_len);
     let full_aad = associated_data(header, aad);
-    let tag = match iv_len {
-        IvLength::Twelve => {
-            let nonce: &Array<u8, U12> = iv
-                .try_into()
-                .map_err(|_| Error::malformed("unsupported IV length"))?;
-            key.gcm12()
-                .encrypt_inout_detached(nonce, &full_aad, body.into())
+    let ciphers = key.ciphers();
+    let sealed = match iv_len {
+        IvLength::Twelve => iv
+            .try_into()
+            .map_err(|_| Error::malformed("unsupported IV length"))
+            .and_then(|iv| {
+                ciphers
+                    .seal12(iv, &full_aad, body)
+                    .map_err(|_| Error::InputTooLarge)
+            }),
+        IvLength::Sixteen => iv
+            .try_into()
+            .map_err(|_| Error::malformed("unsupported IV length"))
+            .and_then(|iv| {
+                ciphers
+                    .seal16(key.material().expose_secret(), iv, &full_aad, body)
+                    .map_err(|_| Error::InputTooLarge)
+            }),
+    };
+    match sealed {
+        Ok(tag) => {
+            out.extend_from_slice(&tag);
+            Ok(())
         }
-        IvLength::Sixteen => {
-            let nonce: &Array<u8, U16> = iv
-                .try_into()
-                .map_err(|_| Error::malformed("unsupported IV length"))?;
-            key.gcm16()
-                .encrypt_inout_detached(nonce, &full_aad, body.into())
+        Err(e) => {
+            // Nothing half-written stays in the caller's buffer.
+            out.truncate(start);
+            Err(e)
         }
     }
-    .map_err(|_| Error::InputTooLarge)?;
-    out.extend_from_slice(&tag);
-    Ok(out)
 }
 
 /// Decrypts a parsed ciphertext with `key`, checking `aad`.
@@ -88,6 +129,22 @@ pub fn seal_with_iv(key: &DataKey, iv: &[u8], plaintext: &[u8], aad: &[u8]) -> R
 /// [`Error::Decryption`] when the tag does not verify (tampered ciphertext or
 /// header, wrong AAD).
 pub fn open(key: &DataKey, envelope: &Envelope<'_>, aad: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    open_into(key, envelope, aad, &mut out)?;
+    Ok(out)
+}
+
+/// As [`open`], appending the plaintext to `out`.
+///
+/// # Errors
+/// As [`open`]; `out` is then left as it was (no unauthenticated byte of
+/// plaintext stays in it).
+pub fn open_into(
+    key: &DataKey,
+    envelope: &Envelope<'_>,
+    aad: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
     if key.fingerprint() != envelope.fingerprint() {
         return Err(Error::key_not_found(
             envelope.key_id_str(),
@@ -95,24 +152,28 @@ pub fn open(key: &DataKey, envelope: &Envelope<'_>, aad: &[u8]) -> Result<Vec<u8
         ));
     }
     let full_aad = associated_data(envelope.header(), aad);
-    let mut out = envelope.ciphertext().to_vec();
-    let tag = Array::from(*envelope.tag());
+    let start = out.len();
+    out.extend_from_slice(envelope.ciphertext());
+    let body = out.get_mut(start..).unwrap_or_default();
+    let tag = envelope.tag();
     let iv = envelope.iv();
-    let result = match IvLength::from_len(iv.len()) {
-        Some(IvLength::Twelve) => {
-            let nonce: &Array<u8, U12> = iv.try_into().map_err(|_| Error::Decryption)?;
-            key.gcm12()
-                .decrypt_inout_detached(nonce, &full_aad, out.as_mut_slice().into(), &tag)
-        }
-        Some(IvLength::Sixteen) => {
-            let nonce: &Array<u8, U16> = iv.try_into().map_err(|_| Error::Decryption)?;
-            key.gcm16()
-                .decrypt_inout_detached(nonce, &full_aad, out.as_mut_slice().into(), &tag)
-        }
-        _ => return Err(Error::malformed("unsupported IV length")),
+    let ciphers = key.ciphers();
+    let opened = if let Ok(iv) = iv.try_into() {
+        ciphers.open12(iv, &full_aad, body, tag)
+    } else if let Ok(iv) = iv.try_into() {
+        ciphers.open16(key.material().expose_secret(), iv, &full_aad, body, tag)
+    } else {
+        out.truncate(start);
+        return Err(Error::malformed("unsupported IV length"));
     };
-    result.map_err(|_| Error::Decryption)?;
-    Ok(out)
+    if opened.is_err() {
+        // Wipe what the failed open left (AES-CTR output of unauthenticated
+        // input) before handing the buffer back.
+        zeroize::Zeroize::zeroize(out.get_mut(start..).unwrap_or_default());
+        out.truncate(start);
+        return Err(Error::Decryption);
+    }
+    Ok(())
 }
 
 /// GCM associated data: the header, then the caller's AAD. The header is
@@ -205,5 +266,34 @@ mod tests {
             Err(Error::InputTooLarge)
         ));
         assert!(check_plaintext_len(0).is_ok());
+    }
+
+    #[test]
+    fn into_variants_append_and_leave_the_buffer_as_it_was_on_failure() {
+        let k = key(K1);
+        for iv in [IvLength::Twelve, IvLength::Sixteen] {
+            let mut buf = b"prefix".to_vec();
+            seal_into(&k, iv, b"secret", b"aad", &mut buf).unwrap();
+            assert_eq!(&buf[..6], b"prefix");
+            let env = Envelope::parse(&buf[6..]).unwrap();
+            let mut out = b"kept".to_vec();
+            open_into(&k, &env, b"aad", &mut out).unwrap();
+            assert_eq!(out, b"keptsecret");
+            // Wrong AAD: refused, nothing appended.
+            let mut out = b"kept".to_vec();
+            assert!(matches!(
+                open_into(&k, &env, b"other", &mut out),
+                Err(Error::Decryption)
+            ));
+            assert_eq!(out, b"kept");
+            // Wrong key: refused before any work, nothing appended.
+            assert_eq!(
+                open_into(&key(K2), &env, b"aad", &mut out)
+                    .unwrap_err()
+                    .code(),
+                "KEY_NOT_FOUND"
+            );
+            assert_eq!(out, b"kept");
+        }
     }
 }

@@ -4,15 +4,13 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use aes_gcm::aead::consts::U16;
-use aes_gcm::aes::Aes256;
-use aes_gcm::{Aes256Gcm, AesGcm, KeyInit};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::aead::Ciphers;
 use crate::error::{Error, Result};
 
 /// Length of a data key in bytes (AES-256).
@@ -324,8 +322,6 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
-pub(crate) type Aes256Gcm16 = AesGcm<Aes256, U16>;
-
 /// One version of a key, loaded and ready to encrypt: what providers return.
 ///
 /// Cheap to clone (an `Arc`). Holds the key material (zeroized when the last
@@ -340,8 +336,8 @@ struct DataKeyInner {
     fingerprint: Fingerprint,
     created_at: Option<DateTime<Utc>>,
     material: KeyMaterial,
-    gcm12: Aes256Gcm,
-    gcm16: Aes256Gcm16,
+    /// The expanded AES-GCM key schedules (see `aead.rs`).
+    ciphers: Ciphers,
 }
 
 impl DataKey {
@@ -359,17 +355,14 @@ impl DataKey {
         material: KeyMaterial,
         created_at: Option<DateTime<Utc>>,
     ) -> Self {
-        let aes = Aes256::new(material.expose_secret().into());
-        let gcm12 = Aes256Gcm::from(aes.clone());
-        let gcm16 = Aes256Gcm16::from(aes);
+        let ciphers = Ciphers::new(material.expose_secret());
         DataKey(Arc::new(DataKeyInner {
             fingerprint: material.fingerprint(),
             key_id,
             version,
             created_at,
             material,
-            gcm12,
-            gcm16,
+            ciphers,
         }))
     }
 
@@ -403,12 +396,8 @@ impl DataKey {
         &self.0.material
     }
 
-    pub(crate) fn gcm12(&self) -> &Aes256Gcm {
-        &self.0.gcm12
-    }
-
-    pub(crate) fn gcm16(&self) -> &Aes256Gcm16 {
-        &self.0.gcm16
+    pub(crate) fn ciphers(&self) -> &Ciphers {
+        &self.0.ciphers
     }
 }
 

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod aead;
 pub mod crypto;
 pub mod error;
 pub mod format;
@@ -11,6 +12,7 @@ mod random;
 pub mod retention;
 pub mod settings;
 
+pub use aead::BACKEND_12;
 pub use async_trait::async_trait;
 pub use error::{BoxError, Cause, Error, Result, SharedError};
 pub use format::{Envelope, IvLength};

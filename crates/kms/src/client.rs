@@ -199,16 +199,35 @@ impl Kms {
     /// # Errors
     /// Provider errors while fetching the key; [`Error::InputTooLarge`].
     pub async fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.encrypt_into(plaintext, aad, &mut out).await?;
+        Ok(out)
+    }
+
+    /// As [`Kms::encrypt`], appending the ciphertext to `out`: the plaintext
+    /// is copied once, into `out`, and encrypted there; a caller that reuses
+    /// `out` allocates nothing per call.
+    ///
+    /// # Errors
+    /// As [`Kms::encrypt`]; `out` is then left as it was.
+    pub async fn encrypt_into(
+        &self,
+        plaintext: &[u8],
+        aad: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         // Auditing off (the default): one filter check, no clock read.
         if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::DEBUG) {
-            return self.encrypt_unaudited(plaintext, aad).await;
+            return self.encrypt_unaudited(plaintext, aad, out).await;
         }
         let started = Instant::now();
-        let result = self.encrypt_unaudited(plaintext, aad).await;
-        let version = result
-            .as_ref()
-            .ok()
-            .and_then(|ct| Envelope::parse(ct).and_then(|e| e.key_version()).ok());
+        let start = out.len();
+        let result = self.encrypt_unaudited(plaintext, aad, out).await;
+        let version = result.as_ref().ok().and_then(|()| {
+            Envelope::parse(out.get(start..).unwrap_or_default())
+                .and_then(|e| e.key_version())
+                .ok()
+        });
         audit_data_op(
             "encrypt",
             Some(self.key_id.as_str()),
@@ -219,18 +238,23 @@ impl Kms {
         result
     }
 
-    /// [`Kms::encrypt`] without the audit event.
-    async fn encrypt_unaudited(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        // Hot path: the cache's hot slot, without an await or an allocation.
+    /// [`Kms::encrypt_into`] without the audit event.
+    async fn encrypt_unaudited(
+        &self,
+        plaintext: &[u8],
+        aad: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        // Hot path: the cache's hot slot, without an await.
         if let Some(sealed) = self.cache.as_ref().and_then(|c| {
             c.with_current_if_fresh(&self.key_id, |key| {
-                crypto::seal(key, self.iv_length, plaintext, aad)
+                crypto::seal_into(key, self.iv_length, plaintext, aad, out)
             })
         }) {
             return sealed;
         }
         let key = self.provider.current_key(&self.key_id).await?;
-        crypto::seal(&key, self.iv_length, plaintext, aad)
+        crypto::seal_into(&key, self.iv_length, plaintext, aad, out)
     }
 
     /// Decrypts the binary format, whichever key version wrote it.
@@ -242,12 +266,28 @@ impl Kms {
     /// [`Error::KeyVersionRetired`] (written under a version older than the
     /// key's minimum decryption version), or provider errors.
     pub async fn decrypt(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.decrypt_into(ciphertext, aad, &mut out).await?;
+        Ok(out)
+    }
+
+    /// As [`Kms::decrypt`], appending the plaintext to `out`.
+    ///
+    /// # Errors
+    /// As [`Kms::decrypt`]; `out` is then left as it was (no byte of an
+    /// unauthenticated plaintext stays in it).
+    pub async fn decrypt_into(
+        &self,
+        ciphertext: &[u8],
+        aad: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         // Auditing off (the default): one filter check, no clock read.
         if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::DEBUG) {
-            return self.decrypt_unaudited(ciphertext, aad).await;
+            return self.decrypt_unaudited(ciphertext, aad, out).await;
         }
         let started = Instant::now();
-        let result = self.decrypt_unaudited(ciphertext, aad).await;
+        let result = self.decrypt_unaudited(ciphertext, aad, out).await;
         let envelope = Envelope::parse(ciphertext).ok();
         audit_data_op(
             "decrypt",
@@ -259,14 +299,21 @@ impl Kms {
         result
     }
 
-    /// [`Kms::decrypt`] without the audit event.
-    async fn decrypt_unaudited(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    /// [`Kms::decrypt_into`] without the audit event.
+    async fn decrypt_unaudited(
+        &self,
+        ciphertext: &[u8],
+        aad: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let envelope = Envelope::parse(ciphertext)?;
         // Hot path: the version in the cache's hot slot (usually the current one).
         if let Some(opened) = self.cache.as_ref().and_then(|c| {
             c.with_cached_fingerprint(envelope.key_id_str(), envelope.fingerprint(), |key| {
                 match self.retired.as_ref().map(|r| r.verdict(key)) {
-                    None | Some(Verdict::Allowed) => Some(crypto::open(key, &envelope, aad)),
+                    None | Some(Verdict::Allowed) => {
+                        Some(crypto::open_into(key, &envelope, aad, &mut *out))
+                    }
                     Some(Verdict::Retired(e)) => Some(Err(e)),
                     Some(Verdict::Unknown) => None,
                 }
@@ -292,7 +339,7 @@ impl Kms {
         if let Some(retired) = &self.retired {
             retired.check(&*self.provider, &key).await?;
         }
-        crypto::open(&key, &envelope, aad)
+        crypto::open_into(&key, &envelope, aad, out)
     }
 
     /// Encrypts bytes and returns the text form (`kms:v1:<base64url>`).

@@ -284,3 +284,51 @@ async fn forged_ciphertexts_cost_a_bounded_number_of_provider_calls() {
     );
     assert_eq!(kms.circuit_state(), Some(CircuitState::Closed));
 }
+
+/// `encrypt_into` and `decrypt_into` append to the caller's buffer, agree
+/// with `encrypt` and `decrypt`, and leave the buffer as it was on failure,
+/// on the hot path (cached key) and the cold one (no cache).
+#[tokio::test]
+async fn into_variants_append_and_leave_the_buffer_as_it_was_on_failure() {
+    for cached in [true, false] {
+        let b = Kms::builder();
+        let kms = if cached {
+            b.provider_arc(faulty())
+        } else {
+            b.provider_unlayered(faulty())
+        }
+        .build()
+        .await
+        .unwrap();
+        let mut ct = b"row:".to_vec();
+        for size in [0, 1, 64, 1024, 16 * 1024] {
+            let plaintext: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            ct.truncate(4);
+            kms.encrypt_into(&plaintext, b"aad", &mut ct).await.unwrap();
+            assert_eq!(&ct[..4], b"row:");
+            assert_eq!(kms.decrypt(&ct[4..], b"aad").await.unwrap(), plaintext);
+            let mut out = b"kept".to_vec();
+            kms.decrypt_into(&ct[4..], b"aad", &mut out).await.unwrap();
+            assert_eq!(&out[4..], &plaintext[..]);
+            let mut out = b"kept".to_vec();
+            let e = kms
+                .decrypt_into(&ct[4..], b"other", &mut out)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::Decryption), "{e}");
+            assert_eq!(out, b"kept");
+        }
+    }
+}
+
+/// The default build encrypts 12-byte IVs with aws-lc-rs; without the
+/// `aws-lc-aes-gcm` feature, with the pure-Rust aes-gcm.
+#[test]
+fn the_backend_follows_the_feature() {
+    let expected = if cfg!(feature = "aws-lc-aes-gcm") {
+        "aws-lc-rs"
+    } else {
+        "aes-gcm"
+    };
+    assert_eq!(kms::core::BACKEND_12, expected);
+}
