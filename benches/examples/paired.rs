@@ -25,129 +25,19 @@
     missing_docs
 )]
 
-use std::future::Future;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aes_gcm::{Aes256Gcm, KeyInit};
 use async_trait::async_trait;
 use kms::{DataKey, Envelope, IvLength, KeyId, KeyProvider, Kms};
+use kms_benches::interleave::{compare, on_rt, sync};
 use kms_benches::{bare_decrypt, bare_encrypt};
 use kms_cache::{CacheConfig, CachingProvider};
 use kms_circuit::{CircuitState, ResilienceConfig, ResilientProvider};
 use kms_core::crypto;
 use kms_testing::{Fault, FaultyProvider, MemoryProvider};
 use rand::Rng;
-use tokio::runtime::Runtime;
-
-/// Target duration of one batch.
-const BATCH: Duration = Duration::from_millis(1);
-
-/// Runs a function `n` times and returns the elapsed time.
-type Timed<'a> = Box<dyn FnMut(u64) -> Duration + 'a>;
-
-fn sync<'a, R>(mut f: impl FnMut() -> R + 'a) -> Timed<'a> {
-    Box::new(move |n| {
-        let start = Instant::now();
-        for _ in 0..n {
-            black_box(f());
-        }
-        start.elapsed()
-    })
-}
-
-/// As criterion's `to_async`: one `block_on` per batch, the routine awaited in a loop.
-fn on_rt<'a, R, Fut>(rt: &'a Runtime, mut f: impl FnMut() -> Fut + 'a) -> Timed<'a>
-where
-    Fut: Future<Output = R>,
-{
-    Box::new(move |n| {
-        rt.block_on(async {
-            let start = Instant::now();
-            for _ in 0..n {
-                black_box(f().await);
-            }
-            start.elapsed()
-        })
-    })
-}
-
-struct Case<'a> {
-    name: &'static str,
-    run: Timed<'a>,
-    iters: u64,
-    per_iter_ns: Vec<f64>,
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    quantile(values, 0.5)
-}
-
-fn quantile(values: &mut [f64], q: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let last = values.len().saturating_sub(1);
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let index = ((last as f64) * q).round() as usize;
-    values.get(index).copied().unwrap_or(f64::NAN)
-}
-
-/// Times `cases` (the first is the baseline) in `rounds` interleaved rounds
-/// and prints the medians.
-fn compare(title: &str, rounds: usize, cases: Vec<(&'static str, Timed<'_>)>) {
-    let mut cases: Vec<Case<'_>> = cases
-        .into_iter()
-        .map(|(name, run)| Case {
-            name,
-            run,
-            iters: 1,
-            per_iter_ns: Vec::with_capacity(rounds),
-        })
-        .collect();
-    // Calibrate (and warm up): iterations for about one batch.
-    for case in &mut cases {
-        while (case.run)(case.iters) < BATCH {
-            case.iters *= 2;
-        }
-        for _ in 0..20 {
-            (case.run)(case.iters);
-        }
-    }
-    let count = cases.len();
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); count];
-    for round in 0..rounds {
-        let mut this_round = vec![0.0; count];
-        for k in 0..count {
-            let i = (round + k) % count;
-            let case = &mut cases[i];
-            #[allow(clippy::cast_precision_loss)]
-            let ns = (case.run)(case.iters).as_nanos() as f64 / case.iters as f64;
-            case.per_iter_ns.push(ns);
-            this_round[i] = ns;
-        }
-        for (i, ratio) in ratios.iter_mut().enumerate() {
-            ratio.push(this_round[i] / this_round[0]);
-        }
-    }
-    println!("\n{title} ({rounds} rounds)\n");
-    println!("| function | median time | median ratio | ratio quartiles |");
-    println!("|---|---:|---:|---:|");
-    for (case, ratio) in cases.iter_mut().zip(&mut ratios) {
-        let time = median(&mut case.per_iter_ns);
-        let (q1, q2, q3) = (
-            quantile(ratio, 0.25),
-            quantile(ratio, 0.5),
-            quantile(ratio, 0.75),
-        );
-        println!(
-            "| `{}` | {time:.1} ns | {q2:.2} | {q1:.2} to {q3:.2} |",
-            case.name
-        );
-    }
-}
 
 #[async_trait]
 trait Probe: Send + Sync {

@@ -62,7 +62,27 @@ pub(crate) fn run(out: Option<&Path>, criterion_args: &[OsString]) -> Result<()>
         return Ok(());
     }
 
-    let table = render_table(&results);
+    let mut table = render_table(&results);
+    // The per-size comparison with the best bare cipher, timed interleaved
+    // (benches/examples/sizes.rs), after a full run.
+    if criterion_args.is_empty() {
+        let mut sizes = cmd::cargo();
+        sizes.args([
+            "run",
+            "--release",
+            "-p",
+            BENCH_PACKAGE,
+            "--example",
+            "sizes",
+        ]);
+        cmd::step(format!(
+            "the facade at every size: {}",
+            cmd::display(&sizes)
+        ));
+        let printed = cmd::output_of(&mut sizes)
+            .map_err(|e| Error::new(format!("benches/examples/sizes.rs failed: {e}")))?;
+        table.push_str(&printed);
+    }
     println!("{table}");
     if let Some(out) = out {
         fs::write(out, &table)
