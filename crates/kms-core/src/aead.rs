@@ -18,16 +18,9 @@
 
 use std::sync::OnceLock;
 
-use aes_gcm::aead::AeadInOut;
-use aes_gcm::aead::array::Array;
 use aes_gcm::aead::consts::U16;
-use aes_gcm::aes::Aes256;
-use aes_gcm::{AesGcm, KeyInit};
 
 use crate::format::TAG_LEN;
-
-/// AES-256-GCM with a 16-byte IV (aes-gcm).
-type Aes256Gcm16 = AesGcm<Aes256, U16>;
 
 /// The AEAD refused: a tag that does not verify, or an input GCM cannot take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +30,7 @@ pub(crate) struct Refused;
 pub(crate) struct Ciphers {
     gcm12: gcm12::Key,
     /// Expanded on first use: 16-byte IVs are the exception.
-    gcm16: OnceLock<Aes256Gcm16>,
+    gcm16: OnceLock<rustcrypto::Key<U16>>,
 }
 
 impl Ciphers {
@@ -77,10 +70,7 @@ impl Ciphers {
         aad: &[u8],
         in_out: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Refused> {
-        self.gcm16(key)
-            .encrypt_inout_detached(iv.into(), aad, in_out.into())
-            .map(Into::into)
-            .map_err(|_| Refused)
+        self.gcm16(key).seal(iv, aad, in_out)
     }
 
     /// Decrypts `in_out` in place with a 16-byte IV, checking `tag`.
@@ -92,13 +82,11 @@ impl Ciphers {
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), Refused> {
-        self.gcm16(key)
-            .decrypt_inout_detached(iv.into(), aad, in_out.into(), &Array::from(*tag))
-            .map_err(|_| Refused)
+        self.gcm16(key).open(iv, aad, in_out, tag)
     }
 
-    fn gcm16(&self, key: &[u8; 32]) -> &Aes256Gcm16 {
-        self.gcm16.get_or_init(|| Aes256Gcm16::new(key.into()))
+    fn gcm16(&self, key: &[u8; 32]) -> &rustcrypto::Key<U16> {
+        self.gcm16.get_or_init(|| rustcrypto::Key::new(key))
     }
 }
 
@@ -161,53 +149,56 @@ mod gcm12 {
     }
 }
 
+/// The pure-Rust backend of 12-byte IVs without the feature.
 #[cfg(not(feature = "aws-lc-aes-gcm"))]
-use rustcrypto12 as gcm12;
+mod gcm12 {
+    pub(super) const NAME: &str = "aes-gcm";
+    pub(super) type Key = super::rustcrypto::Key<aes_gcm::aead::consts::U12>;
+}
 
-/// The pure-Rust backend of 12-byte IVs: the default without the feature,
-/// and the other side of the cross tests with it.
-#[cfg_attr(
-    feature = "aws-lc-aes-gcm",
-    allow(dead_code, reason = "used by the cross tests")
-)]
-mod rustcrypto12 {
+/// aes-gcm (RustCrypto, pure Rust) with an `N`-byte IV: 16-byte IVs always,
+/// 12-byte IVs without the feature (and in the cross tests with it).
+mod rustcrypto {
     use aes_gcm::aead::AeadInOut;
-    use aes_gcm::aead::array::Array;
-    use aes_gcm::{Aes256Gcm, KeyInit};
+    use aes_gcm::aead::array::{Array, ArraySize};
+    use aes_gcm::aes::Aes256;
+    use aes_gcm::{AesGcm, KeyInit};
 
     use super::Refused;
     use crate::format::TAG_LEN;
 
-    pub(super) const NAME: &str = "aes-gcm";
+    pub(crate) struct Key<N: ArraySize>(AesGcm<Aes256, N>);
 
-    pub(super) struct Key(Aes256Gcm);
-
-    impl Key {
-        pub(super) fn new(key: &[u8; 32]) -> Self {
-            Key(Aes256Gcm::new(key.into()))
+    impl<N: ArraySize> Key<N> {
+        pub(crate) fn new(key: &[u8; 32]) -> Self {
+            Key(AesGcm::new(key.into()))
         }
 
-        pub(super) fn seal(
+        /// `iv` must be `N` bytes long.
+        pub(crate) fn seal(
             &self,
-            iv: &[u8; 12],
+            iv: &[u8],
             aad: &[u8],
             in_out: &mut [u8],
         ) -> Result<[u8; TAG_LEN], Refused> {
+            let iv: &Array<u8, N> = iv.try_into().map_err(|_| Refused)?;
             self.0
-                .encrypt_inout_detached(iv.into(), aad, in_out.into())
+                .encrypt_inout_detached(iv, aad, in_out.into())
                 .map(Into::into)
                 .map_err(|_| Refused)
         }
 
-        pub(super) fn open(
+        /// `iv` must be `N` bytes long.
+        pub(crate) fn open(
             &self,
-            iv: &[u8; 12],
+            iv: &[u8],
             aad: &[u8],
             in_out: &mut [u8],
             tag: &[u8; TAG_LEN],
         ) -> Result<(), Refused> {
+            let iv: &Array<u8, N> = iv.try_into().map_err(|_| Refused)?;
             self.0
-                .decrypt_inout_detached(iv.into(), aad, in_out.into(), &Array::from(*tag))
+                .decrypt_inout_detached(iv, aad, in_out.into(), &Array::from(*tag))
                 .map_err(|_| Refused)
         }
     }
@@ -266,8 +257,12 @@ mod tests {
     fn rustcrypto_12_byte_ivs_pass_wycheproof() {
         let counts = wycheproof(
             96,
-            |k, iv, aad, b| rustcrypto12::Key::new(k).seal(iv12(iv), aad, b),
-            |k, iv, aad, b, t| rustcrypto12::Key::new(k).open(iv12(iv), aad, b, t),
+            |k, iv, aad, b| {
+                rustcrypto::Key::<aes_gcm::aead::consts::U12>::new(k).seal(iv12(iv), aad, b)
+            },
+            |k, iv, aad, b, t| {
+                rustcrypto::Key::<aes_gcm::aead::consts::U12>::new(k).open(iv12(iv), aad, b, t)
+            },
         );
         assert!(counts.0 > 20 && counts.1 > 10, "{counts:?}");
     }
@@ -305,7 +300,7 @@ mod tests {
             aad in proptest::collection::vec(any::<u8>(), 0..64),
             plaintext in proptest::collection::vec(any::<u8>(), 0..2048),
         ) {
-            let (fast, pure) = (gcm12::Key::new(&key), rustcrypto12::Key::new(&key));
+            let (fast, pure) = (gcm12::Key::new(&key), rustcrypto::Key::<aes_gcm::aead::consts::U12>::new(&key));
             let (mut a, mut b) = (plaintext.clone(), plaintext.clone());
             let tag_a = fast.seal(&iv, &aad, &mut a).unwrap();
             let tag_b = pure.seal(&iv, &aad, &mut b).unwrap();
