@@ -18,6 +18,13 @@ fn check_plaintext_len(len: usize) -> Result<()> {
     }
 }
 
+/// Fills `iv` from the generator every IV of [`seal`] comes from: the
+/// thread-local CSPRNG, reseeded from the operating system after a
+/// `fork()` (see `kms-core/src/random.rs`).
+pub fn fill_iv(iv: &mut [u8]) {
+    crate::random::fill(iv);
+}
+
 /// Encrypts `plaintext` under `key` with a fresh random IV, binding `aad`.
 ///
 /// Returns the binary ciphertext format. The IV comes from the thread-local
@@ -47,7 +54,7 @@ pub fn seal_into(
 ) -> Result<()> {
     let mut iv = [0u8; 16];
     let iv = iv.get_mut(..iv_len.size()).unwrap_or_default();
-    crate::random::fill(iv);
+    fill_iv(iv);
     seal_with_iv_into(key, iv, plaintext, aad, out)
 }
 
