@@ -5,31 +5,36 @@
 //! IV instead of a system call. A forked child starts with a copy of that
 //! generator's state, and `rand` no longer reseeds it on fork, so parent and
 //! child would draw the same IVs (GCM nonce reuse) and the same new keys.
-//! Each thread therefore remembers the process id it last seeded its
-//! generator in and reseeds it from the operating system when the id
-//! differs, that is in the first draw after a fork (and once per thread).
 //!
-//! Cost, measured on the 2-core machine of `docs/PERFORMANCE.md` (release
-//! build, 12-byte fills): the thread generator alone 8 to 12 ns, the process
-//! id check about 90 to 105 ns (`getpid` is a system call), `getrandom`
-//! per IV 300 to 340 ns, aws-lc-rs's `SystemRandom` about 760 ns. The check
-//! is the cheapest way to be fork-safe without `unsafe` code.
+//! So every draw first checks whether the process has forked since this
+//! thread's generator was last seeded, and reseeds it from the operating
+//! system if so. On Unix the check is one atomic load: a `pthread_atfork`
+//! child handler, registered on the first draw, counts the forks, and each
+//! thread remembers the count it seeded at. Where the handler cannot be
+//! registered, and on other systems, the check compares process ids
+//! instead (`getpid`, a system call: 70 to 100 ns per draw).
+//!
+//! The handler runs for every `fork()` through the C library (`fork`,
+//! `posix_spawn` and `std::process::Command` included). A child made by a
+//! raw `clone` system call that bypasses the C library runs no handler and
+//! is not detected; such a child must not draw IVs before it calls `exec`.
 
 use std::cell::Cell;
 
 use rand::{Rng, TryRng};
 
 thread_local! {
-    /// The process id this thread's generator was last seeded in (0: never).
-    static SEEDED_IN: Cell<u32> = const { Cell::new(0) };
+    /// The fork generation this thread's generator was last seeded at
+    /// (`None`: never seeded by this module).
+    static SEEDED_AT: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
 /// Fills `buf` with random bytes, reseeding this thread's generator first
-/// when the process has forked since it was last used.
+/// when the process has forked since it was last seeded.
 pub(crate) fn fill(buf: &mut [u8]) {
     let mut rng = rand::rng();
-    let pid = std::process::id();
-    if SEEDED_IN.with(Cell::get) != pid {
+    let generation = fork::generation();
+    if SEEDED_AT.with(Cell::get) != Some(generation) {
         if rng.reseed().is_err() {
             // The OS generator failed (it never does on a working system).
             // Draw from it directly until it works: never from a state that
@@ -37,7 +42,7 @@ pub(crate) fn fill(buf: &mut [u8]) {
             fill_from_os(buf);
             return;
         }
-        SEEDED_IN.with(|s| s.set(pid));
+        SEEDED_AT.with(|s| s.set(Some(generation)));
     }
     rng.fill_bytes(buf);
 }
@@ -47,6 +52,58 @@ fn fill_from_os(buf: &mut [u8]) {
     let mut os = rand::rngs::SysRng;
     while os.try_fill_bytes(buf).is_err() {
         std::thread::yield_now();
+    }
+}
+
+#[cfg(unix)]
+mod fork {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Forks seen by the child handler, in this process's lineage.
+    static FORKS: AtomicU64 = AtomicU64::new(0);
+
+    /// Whether the handler is registered (decided once, on the first draw).
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+
+    /// Runs in the child of every `fork()` through the C library. An
+    /// atomic add only: async-signal-safe, as a fork handler must be.
+    extern "C" fn in_child() {
+        FORKS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn register() -> bool {
+        // SAFETY: `pthread_atfork` only stores the three function pointers;
+        // `in_child` is a plain `extern "C" fn()` that lives for the whole
+        // program and touches nothing but an atomic. Registering never
+        // affects memory safety; it fails only when out of memory.
+        #[allow(unsafe_code, reason = "the FFI call that registers the fork handler")]
+        let status = unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+        status == 0
+    }
+
+    /// The process's fork generation: changes in a child after each fork.
+    pub(super) fn generation() -> u64 {
+        if *REGISTERED.get_or_init(register) {
+            // A fork before registration is caught too: a thread that never
+            // seeded here reseeds on its first draw whatever the count.
+            FORKS.load(Ordering::SeqCst)
+        } else {
+            u64::from(std::process::id())
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn simulate_fork() {
+        in_child();
+    }
+}
+
+#[cfg(not(unix))]
+mod fork {
+    /// No `fork()` here: the process id stands in, changing never.
+    pub(super) fn generation() -> u64 {
+        u64::from(std::process::id())
     }
 }
 
@@ -60,16 +117,28 @@ mod tests {
         fill(&mut a);
         fill(&mut b);
         assert_ne!(a, b);
-        assert_eq!(SEEDED_IN.with(Cell::get), std::process::id());
+        assert_eq!(SEEDED_AT.with(Cell::get), Some(fork::generation()));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_fork_generation_reseeds() {
+        let mut a = [0u8; 16];
+        fill(&mut a);
+        let before = fork::generation();
+        fork::simulate_fork();
+        assert_ne!(fork::generation(), before);
+        fill(&mut a);
+        assert_eq!(SEEDED_AT.with(Cell::get), Some(fork::generation()));
     }
 
     #[test]
-    fn a_stale_process_id_reseeds() {
+    fn a_stale_generation_reseeds() {
         let mut a = [0u8; 16];
         fill(&mut a);
-        SEEDED_IN.with(|s| s.set(1));
+        SEEDED_AT.with(|s| s.set(Some(u64::MAX)));
         fill(&mut a);
-        assert_eq!(SEEDED_IN.with(Cell::get), std::process::id());
+        assert_eq!(SEEDED_AT.with(Cell::get), Some(fork::generation()));
     }
 
     #[test]
