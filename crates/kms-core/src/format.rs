@@ -103,15 +103,35 @@ pub struct Envelope<'a> {
     tag: &'a [u8; TAG_LEN],
 }
 
+/// Why a binary ciphertext does not parse: two words wide, so that the
+/// parser's intermediate results stay small (it is on every decryption's
+/// path); turned into an [`Error`] once, at the end.
+#[derive(Debug, Clone, Copy)]
+enum Invalid {
+    Malformed(&'static str),
+    Version(u8),
+}
+
+impl From<Invalid> for Error {
+    fn from(invalid: Invalid) -> Self {
+        match invalid {
+            Invalid::Malformed(reason) => Error::malformed(reason),
+            Invalid::Version(version) => Error::UnsupportedFormatVersion { version },
+        }
+    }
+}
+
+type Parsed<T> = std::result::Result<T, Invalid>;
+
 /// Takes `n` bytes off the front of `input`.
-fn take<'a>(input: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8]> {
-    let (head, rest) = input.split_at_checked(n).ok_or(Error::malformed(what))?;
+fn take<'a>(input: &mut &'a [u8], n: usize, what: &'static str) -> Parsed<&'a [u8]> {
+    let (head, rest) = input.split_at_checked(n).ok_or(Invalid::Malformed(what))?;
     *input = rest;
     Ok(head)
 }
 
-fn take_u8(input: &mut &[u8], what: &'static str) -> Result<u8> {
-    let (first, rest) = input.split_first().ok_or(Error::malformed(what))?;
+fn take_u8(input: &mut &[u8], what: &'static str) -> Parsed<u8> {
+    let (first, rest) = input.split_first().ok_or(Invalid::Malformed(what))?;
     *input = rest;
     Ok(*first)
 }
@@ -122,60 +142,64 @@ impl<'a> Envelope<'a> {
     /// # Errors
     /// [`Error::MalformedCiphertext`] or [`Error::UnsupportedFormatVersion`].
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        Self::parse_raw(bytes).map_err(Error::from)
+    }
+
+    fn parse_raw(bytes: &'a [u8]) -> Parsed<Self> {
         let mut rest = bytes;
         if take(&mut rest, MAGIC.len(), "too short for a ciphertext")? != MAGIC {
-            return Err(Error::malformed("not a kms ciphertext (bad magic bytes)"));
+            return Err(Invalid::Malformed("not a kms ciphertext (bad magic bytes)"));
         }
         let version = take_u8(&mut rest, "too short for a ciphertext")?;
         if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedFormatVersion { version });
+            return Err(Invalid::Version(version));
         }
         let iv_len = take_u8(&mut rest, "truncated header")?;
         let iv_len = IvLength::from_len(usize::from(iv_len))
-            .ok_or(Error::malformed("unsupported IV length"))?
+            .ok_or(Invalid::Malformed("unsupported IV length"))?
             .size();
 
         let id_len = usize::from(take_u8(&mut rest, "truncated header")?);
         if id_len == 0 || id_len > MAX_KEY_ID_LEN {
-            return Err(Error::malformed("invalid key id length"));
+            return Err(Invalid::Malformed("invalid key id length"));
         }
         let key_id = ascii(
             take(&mut rest, id_len, "truncated key id")?,
             "invalid key id",
         )?;
         if !is_valid_key_id(key_id) {
-            return Err(Error::malformed("invalid key id"));
+            return Err(Invalid::Malformed("invalid key id"));
         }
 
         let ver_len = usize::from(take_u8(&mut rest, "truncated header")?);
         if ver_len == 0 || ver_len > MAX_KEY_VERSION_LEN {
-            return Err(Error::malformed("invalid key version length"));
+            return Err(Invalid::Malformed("invalid key version length"));
         }
         let key_version = ascii(
             take(&mut rest, ver_len, "truncated key version")?,
             "invalid key version",
         )?;
         if !is_valid_key_version(key_version) {
-            return Err(Error::malformed("invalid key version"));
+            return Err(Invalid::Malformed("invalid key version"));
         }
 
         let fp: [u8; FINGERPRINT_LEN] = take(&mut rest, FINGERPRINT_LEN, "truncated header")?
             .try_into()
-            .map_err(|_| Error::malformed("truncated header"))?;
+            .map_err(|_| Invalid::Malformed("truncated header"))?;
         let iv = take(&mut rest, iv_len, "truncated IV")?;
         let header_len = bytes.len() - rest.len();
         let header = bytes
             .get(..header_len)
-            .ok_or(Error::malformed("truncated header"))?;
+            .ok_or(Invalid::Malformed("truncated header"))?;
 
         let ct_len = rest
             .len()
             .checked_sub(TAG_LEN)
-            .ok_or(Error::malformed("truncated authentication tag"))?;
+            .ok_or(Invalid::Malformed("truncated authentication tag"))?;
         let (ciphertext, tag) = rest.split_at(ct_len);
         let tag: &[u8; TAG_LEN] = tag
             .try_into()
-            .map_err(|_| Error::malformed("truncated authentication tag"))?;
+            .map_err(|_| Invalid::Malformed("truncated authentication tag"))?;
 
         Ok(Envelope {
             version,
@@ -248,11 +272,11 @@ impl<'a> Envelope<'a> {
     }
 }
 
-fn ascii<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str> {
+fn ascii<'a>(bytes: &'a [u8], what: &'static str) -> Parsed<&'a str> {
     if !bytes.is_ascii() {
-        return Err(Error::malformed(what));
+        return Err(Invalid::Malformed(what));
     }
-    std::str::from_utf8(bytes).map_err(|_| Error::malformed(what))
+    std::str::from_utf8(bytes).map_err(|_| Invalid::Malformed(what))
 }
 
 /// Length of the header (IV included) for a key and IV length.
