@@ -14,7 +14,8 @@
 //! A [`Ciphers`] holds the expanded key schedules of one key version; it is
 //! built once per [`DataKey`](crate::DataKey) and kept with it (and so with
 //! the cached key). The schedules are wiped on drop: aes-gcm's through its
-//! `zeroize` feature, AWS-LC's by `EVP_AEAD_CTX_cleanup`.
+//! `zeroize` feature, AWS-LC's by `EVP_AEAD_CTX_free` (its `OPENSSL_free`
+//! cleanses an allocation before freeing it).
 
 use std::sync::OnceLock;
 
