@@ -42,48 +42,35 @@ impl Ciphers {
         }
     }
 
-    /// Encrypts `in_out` in place with a 12-byte IV; returns the tag.
-    pub(crate) fn seal12(
+    /// Encrypts `in_out` in place; returns the tag. The IV's length (12 or
+    /// 16 bytes) picks the backend; `key` is this key's bytes, for the
+    /// 16-byte schedule's first use.
+    pub(crate) fn seal(
         &self,
-        iv: &[u8; 12],
+        key: &[u8; 32],
+        iv: &[u8],
         aad: &[u8],
         in_out: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Refused> {
-        self.gcm12.seal(iv, aad, in_out)
+        match <&[u8; 12]>::try_from(iv) {
+            Ok(iv) => self.gcm12.seal(iv, aad, in_out),
+            Err(_) => self.gcm16(key).seal(iv, aad, in_out),
+        }
     }
 
-    /// Decrypts `in_out` in place with a 12-byte IV, checking `tag`.
-    pub(crate) fn open12(
+    /// Decrypts `in_out` in place, checking `tag`; as [`Ciphers::seal`].
+    pub(crate) fn open(
         &self,
-        iv: &[u8; 12],
+        key: &[u8; 32],
+        iv: &[u8],
         aad: &[u8],
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), Refused> {
-        self.gcm12.open(iv, aad, in_out, tag)
-    }
-
-    /// Encrypts `in_out` in place with a 16-byte IV; returns the tag.
-    pub(crate) fn seal16(
-        &self,
-        key: &[u8; 32],
-        iv: &[u8; 16],
-        aad: &[u8],
-        in_out: &mut [u8],
-    ) -> Result<[u8; TAG_LEN], Refused> {
-        self.gcm16(key).seal(iv, aad, in_out)
-    }
-
-    /// Decrypts `in_out` in place with a 16-byte IV, checking `tag`.
-    pub(crate) fn open16(
-        &self,
-        key: &[u8; 32],
-        iv: &[u8; 16],
-        aad: &[u8],
-        in_out: &mut [u8],
-        tag: &[u8; TAG_LEN],
-    ) -> Result<(), Refused> {
-        self.gcm16(key).open(iv, aad, in_out, tag)
+        match <&[u8; 12]>::try_from(iv) {
+            Ok(iv) => self.gcm12.open(iv, aad, in_out, tag),
+            Err(_) => self.gcm16(key).open(iv, aad, in_out, tag),
+        }
     }
 
     fn gcm16(&self, key: &[u8; 32]) -> &rustcrypto::Key<U16> {
@@ -284,8 +271,8 @@ mod tests {
         let iv16 = |iv: &[u8]| -> [u8; 16] { iv.try_into().unwrap() };
         let counts = wycheproof(
             128,
-            |k, iv, aad, b| Ciphers::new(k).seal16(k, &iv16(iv), aad, b),
-            |k, iv, aad, b, t| Ciphers::new(k).open16(k, &iv16(iv), aad, b, t),
+            |k, iv, aad, b| Ciphers::new(k).seal(k, &iv16(iv), aad, b),
+            |k, iv, aad, b, t| Ciphers::new(k).open(k, &iv16(iv), aad, b, t),
         );
         assert!(counts.0 > 5, "{counts:?}");
     }

@@ -94,25 +94,10 @@ fn seal_with_iv_into(
         .unwrap_or_default()
         .split_at_mut(header_len);
     let full_aad = associated_data(header, aad);
-    let ciphers = key.ciphers();
-    let sealed = match iv_len {
-        IvLength::Twelve => iv
-            .try_into()
-            .map_err(|_| Error::malformed("unsupported IV length"))
-            .and_then(|iv| {
-                ciphers
-                    .seal12(iv, &full_aad, body)
-                    .map_err(|_| Error::InputTooLarge)
-            }),
-        IvLength::Sixteen => iv
-            .try_into()
-            .map_err(|_| Error::malformed("unsupported IV length"))
-            .and_then(|iv| {
-                ciphers
-                    .seal16(key.material().expose_secret(), iv, &full_aad, body)
-                    .map_err(|_| Error::InputTooLarge)
-            }),
-    };
+    let sealed = key
+        .ciphers()
+        .seal(key.material().expose_secret(), iv, &full_aad, body)
+        .map_err(|_| Error::InputTooLarge);
     match sealed {
         Ok(tag) => {
             out.extend_from_slice(&tag);
@@ -162,17 +147,14 @@ pub fn open_into(
     let start = out.len();
     out.extend_from_slice(envelope.ciphertext());
     let body = out.get_mut(start..).unwrap_or_default();
-    let tag = envelope.tag();
-    let iv = envelope.iv();
-    let ciphers = key.ciphers();
-    let opened = if let Ok(iv) = iv.try_into() {
-        ciphers.open12(iv, &full_aad, body, tag)
-    } else if let Ok(iv) = iv.try_into() {
-        ciphers.open16(key.material().expose_secret(), iv, &full_aad, body, tag)
-    } else {
-        out.truncate(start);
-        return Err(Error::malformed("unsupported IV length"));
-    };
+    // Envelope::parse admits 12- and 16-byte IVs only.
+    let opened = key.ciphers().open(
+        key.material().expose_secret(),
+        envelope.iv(),
+        &full_aad,
+        body,
+        envelope.tag(),
+    );
     if opened.is_err() {
         // Wipe what the failed open left (AES-CTR output of unauthenticated
         // input) before handing the buffer back.
