@@ -76,7 +76,10 @@ mod fork {
         // SAFETY: `pthread_atfork` only stores the three function pointers;
         // `in_child` is a plain `extern "C" fn()` that lives for the whole
         // program and touches nothing but an atomic. Registering never
-        // affects memory safety; it fails only when out of memory.
+        // affects memory safety; it fails only when out of memory. (Handlers
+        // cannot be removed: code linked into a shared library that is
+        // unloaded with `dlclose` after its first IV would leave a dangling
+        // handler. Rust code is normally never unloaded.)
         #[allow(unsafe_code, reason = "the FFI call that registers the fork handler")]
         let status = unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
         status == 0
