@@ -200,8 +200,25 @@ impl Kms {
     /// Provider errors while fetching the key; [`Error::InputTooLarge`].
     pub async fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::new();
+        // The hot path without nested futures: audit off, the current key
+        // fresh in the cache's hot slot.
+        if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::DEBUG)
+            && let Some(sealed) = self.seal_if_hot(plaintext, aad, &mut out)
+        {
+            return sealed.map(|()| out);
+        }
         self.encrypt_into(plaintext, aad, &mut out).await?;
         Ok(out)
+    }
+
+    /// Encrypts with the current key when it is fresh in the cache's hot
+    /// slot; `None` when it is not (or there is no cache).
+    fn seal_if_hot(&self, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) -> Option<Result<()>> {
+        self.cache.as_ref().and_then(|c| {
+            c.with_current_if_fresh(&self.key_id, |key| {
+                crypto::seal_into(key, self.iv_length, plaintext, aad, out)
+            })
+        })
     }
 
     /// As [`Kms::encrypt`], appending the ciphertext to `out`: the plaintext
@@ -246,11 +263,7 @@ impl Kms {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         // Hot path: the cache's hot slot, without an await.
-        if let Some(sealed) = self.cache.as_ref().and_then(|c| {
-            c.with_current_if_fresh(&self.key_id, |key| {
-                crypto::seal_into(key, self.iv_length, plaintext, aad, out)
-            })
-        }) {
+        if let Some(sealed) = self.seal_if_hot(plaintext, aad, out) {
             return sealed;
         }
         let key = self.provider.current_key(&self.key_id).await?;
@@ -267,8 +280,38 @@ impl Kms {
     /// key's minimum decryption version), or provider errors.
     pub async fn decrypt(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::new();
+        // The hot path without nested futures: audit off, the ciphertext's
+        // key version in the cache's hot slot.
+        if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::DEBUG) {
+            let envelope = Envelope::parse(ciphertext)?;
+            if let Some(opened) = self.open_if_hot(&envelope, aad, &mut out) {
+                return opened.map(|()| out);
+            }
+        }
         self.decrypt_into(ciphertext, aad, &mut out).await?;
         Ok(out)
+    }
+
+    /// Decrypts with the cache's hot-slot key when it is the envelope's
+    /// version and not retired; `None` when the stack must find the key.
+    fn open_if_hot(
+        &self,
+        envelope: &Envelope<'_>,
+        aad: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Result<()>> {
+        self.cache.as_ref().and_then(|c| {
+            c.with_cached_fingerprint(envelope.key_id_str(), envelope.fingerprint(), |key| {
+                match self.retired.as_ref().map(|r| r.verdict(key)) {
+                    None | Some(Verdict::Allowed) => {
+                        Some(crypto::open_into(key, envelope, aad, &mut *out))
+                    }
+                    Some(Verdict::Retired(e)) => Some(Err(e)),
+                    Some(Verdict::Unknown) => None,
+                }
+            })
+            .flatten()
+        })
     }
 
     /// As [`Kms::decrypt`], appending the plaintext to `out`.
@@ -307,19 +350,7 @@ impl Kms {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let envelope = Envelope::parse(ciphertext)?;
-        // Hot path: the version in the cache's hot slot (usually the current one).
-        if let Some(opened) = self.cache.as_ref().and_then(|c| {
-            c.with_cached_fingerprint(envelope.key_id_str(), envelope.fingerprint(), |key| {
-                match self.retired.as_ref().map(|r| r.verdict(key)) {
-                    None | Some(Verdict::Allowed) => {
-                        Some(crypto::open_into(key, &envelope, aad, &mut *out))
-                    }
-                    Some(Verdict::Retired(e)) => Some(Err(e)),
-                    Some(Verdict::Unknown) => None,
-                }
-            })
-            .flatten()
-        }) {
+        if let Some(opened) = self.open_if_hot(&envelope, aad, out) {
             return opened;
         }
         let key = match &self.cache {
