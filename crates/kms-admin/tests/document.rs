@@ -55,6 +55,13 @@ async fn send(app: &Router, method: Method, path: &str, body: &Value) -> Reply {
     c.send(app).await
 }
 
+/// [`send`], answered 200.
+async fn accepted(app: &Router, method: Method, path: &str, body: &Value) -> Reply {
+    let r = send(app, method, path, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r
+}
+
 /// Both routes refuse `body` with 400 `INVALID_CONFIG` naming `field`.
 async fn refused(app: &Router, body: &Value, field: &str) {
     for (method, path) in [(Method::POST, CONFIG_TEST), (Method::PUT, CONFIG)] {
@@ -72,9 +79,7 @@ async fn refused(app: &Router, body: &Value, field: &str) {
 }
 
 async fn active_config(app: &Router) -> Value {
-    let r = send(app, Method::GET, CONFIG, &Value::Null).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    r.json["data"].clone()
+    accepted(app, Method::GET, CONFIG, &Value::Null).await.json["data"].clone()
 }
 
 // Rotation period.
@@ -110,14 +115,13 @@ async fn a_rotation_period_under_an_hour_is_refused() {
     }
     assert_eq!(active_config(&app).await["rotationPeriod"], Value::Null);
     // An hour or more is accepted (reported by the test, set by the swap).
-    let r = send(
+    let r = accepted(
         &app,
         Method::POST,
         CONFIG_TEST,
         &json!({"provider":"env","rotationPeriod":"1h"}),
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["data"]["rotationPeriod"], 3_600_000);
     assert_eq!(active_config(&app).await["rotationPeriod"], Value::Null);
 }
@@ -133,31 +137,28 @@ async fn a_rotation_period_left_out_keeps_the_servers() {
         .await
         .unwrap();
     let (app, _) = app(kms, config());
-    let r = send(
+    accepted(
         &app,
         Method::PUT,
         CONFIG,
         &json!({"provider":"env","timeout":2500}),
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let active = active_config(&app).await;
     assert_eq!(active["timeout"], 2500);
     assert_eq!(active["rotationPeriod"], 600_000);
-    let r = send(
+    accepted(
         &app,
         Method::PUT,
         CONFIG,
         &json!({"provider":"env","rotationPeriod":"90d"}),
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(
         active_config(&app).await["rotationPeriod"],
         7_776_000_000_u64
     );
-    let r = send(&app, Method::PUT, CONFIG, &json!({"provider":"env"})).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    accepted(&app, Method::PUT, CONFIG, &json!({"provider":"env"})).await;
     assert_eq!(
         active_config(&app).await["rotationPeriod"],
         7_776_000_000_u64
@@ -256,14 +257,13 @@ async fn a_minimum_decryption_version_left_out_stays_and_may_be_raised() {
     let (app, shared, names, under_key0) = retired_setup().await;
     let under_key1 = env_kms(KEY1).await.encrypt(b"mid", b"").await.unwrap();
     // Left out: the server's minimum stays (its environment has none).
-    let r = send(
+    let r = accepted(
         &app,
         Method::PUT,
         CONFIG,
         &json!({"provider":"env","timeout":2500}),
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(
         r.json["data"]["config"]["minDecryptionVersions"]["default"],
         names[1].as_str()
@@ -275,12 +275,10 @@ async fn a_minimum_decryption_version_left_out_stays_and_may_be_raised() {
     );
     // The same minimum again is not a lowering.
     let same = json!({"provider":"env","minDecryptionVersion":names[1]});
-    let r = send(&app, Method::POST, CONFIG_TEST, &same).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    accepted(&app, Method::POST, CONFIG_TEST, &same).await;
     // Raising it is allowed.
     let raise = json!({"provider":"env","minDecryptionVersion":names[2]});
-    let r = send(&app, Method::PUT, CONFIG, &raise).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    accepted(&app, Method::PUT, CONFIG, &raise).await;
     assert_retired(&shared, &under_key1).await;
     // And cannot come back down.
     refused(
@@ -543,8 +541,7 @@ mod aws {
         // yet (the first check comes minutes later).
         *fake.state.key.lock().unwrap() = KEY1.to_owned();
         tracing::callsite::rebuild_interest_cache();
-        let r = send(&app, Method::PUT, CONFIG, &doc).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let r = accepted(&app, Method::PUT, CONFIG, &doc).await;
         assert_eq!(r.json["data"]["config"]["rotationPeriod"], 3_600_000);
         assert_eq!(shared.kms().config().provider, "aws");
         assert_eq!(captured.contents().matches(SCHEDULER_STARTED).count(), 1);
@@ -646,8 +643,7 @@ mod aws {
             &json!({"credentials":{"accessKeyId":DOC_KEY_ID,"secretAccessKey":DOC_SECRET,
                 "sessionToken":DOC_SESSION}}),
         );
-        let r = send(&app, Method::POST, CONFIG_TEST, &doc).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        accepted(&app, Method::POST, CONFIG_TEST, &doc).await;
         let seen = fake.seen();
         assert!(!seen.is_empty());
         for s in &seen {
@@ -662,8 +658,7 @@ mod aws {
 
         // Without a session token in the document: none, not the server's.
         fake.state.seen.lock().unwrap().clear();
-        let r = send(&app, Method::POST, CONFIG_TEST, &aws_doc(&fake, &json!({}))).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        accepted(&app, Method::POST, CONFIG_TEST, &aws_doc(&fake, &json!({}))).await;
         let seen = fake.seen();
         assert!(!seen.is_empty());
         for s in &seen {
