@@ -200,14 +200,16 @@ impl Kms {
     /// Provider errors while fetching the key; [`Error::InputTooLarge`].
     pub async fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        // The hot path without nested futures: audit off, the current key
-        // fresh in the cache's hot slot.
-        if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::DEBUG)
-            && let Some(sealed) = self.seal_if_hot(plaintext, aad, &mut out)
-        {
-            return sealed.map(|()| out);
+        if tracing::enabled!(target: AUDIT_TARGET, tracing::Level::DEBUG) {
+            self.encrypt_into(plaintext, aad, &mut out).await?;
+            return Ok(out);
         }
-        self.encrypt_into(plaintext, aad, &mut out).await?;
+        // As `encrypt_unaudited`, inlined: the hot slot's path then runs
+        // inside this one future, without polling nested ones.
+        match self.seal_if_hot(plaintext, aad, &mut out) {
+            Some(sealed) => sealed?,
+            None => self.seal_with_provider(plaintext, aad, &mut out).await?,
+        }
         Ok(out)
     }
 
@@ -262,10 +264,20 @@ impl Kms {
         aad: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        // Hot path: the cache's hot slot, without an await.
-        if let Some(sealed) = self.seal_if_hot(plaintext, aad, out) {
-            return sealed;
+        match self.seal_if_hot(plaintext, aad, out) {
+            Some(sealed) => sealed,
+            None => self.seal_with_provider(plaintext, aad, out).await,
         }
+    }
+
+    /// Encrypts with the current key from the provider stack (the hot slot
+    /// missed).
+    async fn seal_with_provider(
+        &self,
+        plaintext: &[u8],
+        aad: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let key = self.provider.current_key(&self.key_id).await?;
         crypto::seal_into(&key, self.iv_length, plaintext, aad, out)
     }
@@ -280,15 +292,17 @@ impl Kms {
     /// key's minimum decryption version), or provider errors.
     pub async fn decrypt(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        // The hot path without nested futures: audit off, the ciphertext's
-        // key version in the cache's hot slot.
-        if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::DEBUG) {
-            let envelope = Envelope::parse(ciphertext)?;
-            if let Some(opened) = self.open_if_hot(&envelope, aad, &mut out) {
-                return opened.map(|()| out);
-            }
+        if tracing::enabled!(target: AUDIT_TARGET, tracing::Level::DEBUG) {
+            self.decrypt_into(ciphertext, aad, &mut out).await?;
+            return Ok(out);
         }
-        self.decrypt_into(ciphertext, aad, &mut out).await?;
+        // As `decrypt_unaudited`, inlined: the hot slot's path then runs
+        // inside this one future, without polling nested ones.
+        let envelope = Envelope::parse(ciphertext)?;
+        match self.open_if_hot(&envelope, aad, &mut out) {
+            Some(opened) => opened?,
+            None => self.open_resolved(&envelope, aad, &mut out).await?,
+        }
         Ok(out)
     }
 
@@ -350,9 +364,20 @@ impl Kms {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let envelope = Envelope::parse(ciphertext)?;
-        if let Some(opened) = self.open_if_hot(&envelope, aad, out) {
-            return opened;
+        match self.open_if_hot(&envelope, aad, out) {
+            Some(opened) => opened,
+            None => self.open_resolved(&envelope, aad, out).await,
         }
+    }
+
+    /// Decrypts with the key the provider stack finds for the envelope (the
+    /// hot slot missed), refusing a retired version.
+    async fn open_resolved(
+        &self,
+        envelope: &Envelope<'_>,
+        aad: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let key = match &self.cache {
             // The cache finds the key by fingerprint without a provider
             // call per forged ciphertext.
@@ -365,12 +390,12 @@ impl Kms {
                     )
                     .await?
             }
-            None => resolve_key(&*self.provider, &envelope).await?,
+            None => resolve_key(&*self.provider, envelope).await?,
         };
         if let Some(retired) = &self.retired {
             retired.check(&*self.provider, &key).await?;
         }
-        crypto::open_into(&key, &envelope, aad, out)
+        crypto::open_into(&key, envelope, aad, out)
     }
 
     /// Encrypts bytes and returns the text form (`kms:v1:<base64url>`).
