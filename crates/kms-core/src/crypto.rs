@@ -104,7 +104,9 @@ fn seal_with_iv_into(
             Ok(())
         }
         Err(e) => {
-            // Nothing half-written stays in the caller's buffer.
+            // Nothing half-written stays in the caller's buffer, not even
+            // in its spare capacity (the plaintext was copied there).
+            zeroize::Zeroize::zeroize(out.get_mut(start..).unwrap_or_default());
             out.truncate(start);
             Err(e)
         }

@@ -14,10 +14,11 @@
 //! registered, and on other systems, the check compares process ids
 //! instead (`getpid`, a system call: 70 to 100 ns per draw).
 //!
-//! The handler runs for every `fork()` through the C library (`fork`,
-//! `posix_spawn` and `std::process::Command` included). A child made by a
-//! raw `clone` system call that bypasses the C library runs no handler and
-//! is not detected; such a child must not draw IVs before it calls `exec`.
+//! The handler runs in the child of every `fork()` through the C library.
+//! A child made otherwise runs no handler and is not detected: one from
+//! `posix_spawn` or `vfork` (which is how `std::process::Command` starts
+//! programs; it calls `exec` at once and draws nothing), or from a raw
+//! `clone` system call. Such a child must not draw IVs before `exec`.
 
 use std::cell::Cell;
 
