@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use kms_core::{
     CacheStats, DataKey, Error, Fingerprint, HealthStatus, KeyId, KeyMaterial, KeyMetadata,
@@ -18,6 +17,12 @@ use moka::future::Cache;
 // Tokio's clock (the system clock unless a test pauses it), so that the
 // TTL and rate-limit boundaries can be tested with paused time.
 use tokio::time::Instant;
+
+use crate::clock::Deadline;
+use crate::hot::{Hot, HotSlot};
+
+mod clock;
+mod hot;
 
 /// Default lifetime of a cached current version: 5 minutes, as in the spec.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
@@ -83,12 +88,6 @@ struct Stamped {
     loaded: Instant,
 }
 
-/// The hot slot: the most recently used current key and its expiry.
-struct Hot {
-    key: DataKey,
-    expires: Instant,
-}
-
 /// A key's version list and when it was fetched.
 #[derive(Clone)]
 struct Listed {
@@ -115,7 +114,7 @@ pub struct CachingProvider {
     config: CacheConfig,
     current: Cache<KeyId, Stamped>,
     versions: Cache<(KeyId, KeyVersion), DataKey>,
-    hot: ArcSwapOption<Hot>,
+    hot: HotSlot,
     last_known: Mutex<HashMap<KeyId, Stamped>>,
     /// Version lists, for `versions` and [`CachingProvider::resolve`].
     lists: Mutex<HashMap<KeyId, Listed>>,
@@ -156,7 +155,7 @@ impl CachingProvider {
                 .max_capacity(config.max_versions.max(1))
                 .build(),
             config,
-            hot: ArcSwapOption::empty(),
+            hot: HotSlot::new(),
             last_known: Mutex::new(HashMap::new()),
             lists: Mutex::new(HashMap::new()),
             listing: tokio::sync::Mutex::new(()),
@@ -183,7 +182,7 @@ impl CachingProvider {
     pub fn stats(&self) -> CacheStats {
         let c = &self.counters;
         CacheStats::new(
-            c.hits.load(Ordering::Relaxed),
+            c.hits.load(Ordering::Relaxed) + self.hot.hits(),
             c.misses.load(Ordering::Relaxed),
             c.loads.load(Ordering::Relaxed),
             c.load_failures.load(Ordering::Relaxed),
@@ -195,8 +194,7 @@ impl CachingProvider {
     /// asks the provider. Cached versions stay (they never change).
     pub async fn invalidate_current(&self, key_id: &KeyId) {
         self.current.invalidate(key_id).await;
-        self.hot
-            .rcu(|h| h.as_ref().filter(|h| h.key.key_id() != key_id).cloned());
+        self.hot.forget(key_id);
     }
 
     /// Forgets everything cached.
@@ -228,14 +226,8 @@ impl CachingProvider {
         key_id: &KeyId,
         f: impl FnOnce(&DataKey) -> R,
     ) -> Option<R> {
-        let hot = self.hot.load();
-        let hot = hot.as_ref()?;
-        if hot.key.key_id() == key_id && Instant::now() < hot.expires {
-            bump(&self.counters.hits);
-            Some(f(&hot.key))
-        } else {
-            None
-        }
+        self.hot
+            .with(|hot| (hot.key.key_id() == key_id && !hot.expires.passed()).then(|| f(&hot.key)))
     }
 
     /// Runs `f` on the hot slot's key if it is the version of `key_id` with
@@ -247,22 +239,24 @@ impl CachingProvider {
         fingerprint: Fingerprint,
         f: impl FnOnce(&DataKey) -> R,
     ) -> Option<R> {
-        let hot = self.hot.load();
-        let hot = hot.as_ref()?;
-        if hot.key.fingerprint() == fingerprint && hot.key.key_id().as_str() == key_id {
-            bump(&self.counters.hits);
-            Some(f(&hot.key))
-        } else {
-            None
-        }
+        self.hot.with(|hot| {
+            (hot.key.fingerprint() == fingerprint && hot.key.key_id().as_str() == key_id)
+                .then(|| f(&hot.key))
+        })
     }
 
     fn remember(&self, stamped: &Stamped) {
-        if let Some(expires) = stamped.loaded.checked_add(self.config.ttl) {
-            self.hot.store(Some(Arc::new(Hot {
+        // The hot slot keeps its own deadline, on its coarse clock: what
+        // is left of the TTL now.
+        let remaining = stamped
+            .loaded
+            .checked_add(self.config.ttl)
+            .map(|end| end.saturating_duration_since(Instant::now()));
+        if let Some(expires) = remaining.and_then(Deadline::after) {
+            self.hot.store(Some(Hot {
                 key: stamped.key.clone(),
                 expires,
-            })));
+            }));
         }
     }
 
@@ -554,12 +548,11 @@ impl KeyProvider for CachingProvider {
     }
 
     async fn key_version(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey> {
-        if let Some(hot) = self.hot.load().as_ref()
-            && hot.key.key_id() == key_id
-            && hot.key.version() == version
-        {
-            bump(&self.counters.hits);
-            return Ok(hot.key.clone());
+        let hot = self.hot.with(|hot| {
+            (hot.key.key_id() == key_id && hot.key.version() == version).then(|| hot.key.clone())
+        });
+        if let Some(key) = hot {
+            return Ok(key);
         }
         Box::pin(self.key_version_slow(key_id, version)).await
     }
