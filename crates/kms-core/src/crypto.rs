@@ -85,7 +85,7 @@ fn seal_with_iv_into(
     let start = out.len();
     let header_len = format::header_len(key, iv_len);
     out.reserve(header_len + plaintext.len() + TAG_LEN);
-    format::write_header(out, key, iv.len());
+    format::write_header(out, key, iv_len);
     out.extend_from_slice(iv);
     out.extend_from_slice(plaintext);
 

@@ -213,6 +213,39 @@ impl<'a> Envelope<'a> {
         })
     }
 
+    /// Parses `bytes` if they are a ciphertext written under `key` (its key
+    /// id, version and fingerprint in the header), comparing the header
+    /// with the one `key` writes instead of reading it field by field:
+    /// the decryption fast path for the key a cache holds. `None` when the
+    /// header is not `key`'s or the ciphertext is malformed; then
+    /// [`Envelope::parse`] says what the bytes are. When it answers, it
+    /// answers what [`Envelope::parse`] would.
+    #[must_use]
+    pub fn parse_under(bytes: &'a [u8], key: &'a DataKey) -> Option<Self> {
+        let own = key.header();
+        let (head, rest) = bytes.split_at_checked(own.len())?;
+        let (head_before, head_iv_len, head_after) = split_at_iv_len(head)?;
+        let (own_before, _, own_after) = split_at_iv_len(own)?;
+        if head_before != own_before || head_after != own_after {
+            return None;
+        }
+        let iv_len = IvLength::from_len(usize::from(head_iv_len))?.size();
+        let (iv, rest) = rest.split_at_checked(iv_len)?;
+        let (ciphertext, tag) = rest.split_last_chunk::<TAG_LEN>()?;
+        Some(Envelope {
+            version: FORMAT_VERSION,
+            // The header holds these very strings: borrowed from the key,
+            // they need no second validation.
+            key_id: key.key_id().as_str(),
+            key_version: key.version().as_str(),
+            fingerprint: key.fingerprint(),
+            iv,
+            header: bytes.get(..own.len() + iv_len)?,
+            ciphertext,
+            tag,
+        })
+    }
+
     /// The format version.
     #[must_use]
     pub fn format_version(&self) -> u8 {
@@ -282,28 +315,53 @@ fn ascii<'a>(bytes: &'a [u8], what: &'static str) -> Parsed<&'a str> {
 /// Length of the header (IV included) for a key and IV length.
 #[must_use]
 pub fn header_len(key: &DataKey, iv_len: IvLength) -> usize {
-    MAGIC.len()
-        + 3
-        + key.key_id().as_str().len()
-        + 1
-        + key.version().as_str().len()
-        + FINGERPRINT_LEN
-        + iv_len.size()
+    key.header().len() + iv_len.size()
 }
 
-/// Appends the header, without the IV, to `out`. Lengths were validated by
-/// [`KeyId::new`] and [`KeyVersion::new`], so they fit in a byte.
-pub(crate) fn write_header(out: &mut Vec<u8>, key: &DataKey, iv_len: usize) {
-    let id = key.key_id().as_str().as_bytes();
-    let ver = key.version().as_str().as_bytes();
-    out.extend_from_slice(&MAGIC);
-    out.push(FORMAT_VERSION);
-    out.push(u8::try_from(iv_len).unwrap_or(u8::MAX));
-    out.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
-    out.extend_from_slice(id);
-    out.push(u8::try_from(ver.len()).unwrap_or(u8::MAX));
-    out.extend_from_slice(ver);
-    out.extend_from_slice(key.fingerprint().as_bytes());
+/// Where a header holds the IV's length (after the magic bytes and the
+/// format version).
+const IV_LEN_AT: usize = MAGIC.len() + 1;
+
+/// A header's bytes before its IV length, that byte, and the bytes after it.
+fn split_at_iv_len(header: &[u8]) -> Option<(&[u8], u8, &[u8])> {
+    let (before, rest) = header.split_at_checked(IV_LEN_AT)?;
+    let (iv_len, after) = rest.split_first()?;
+    Some((before, *iv_len, after))
+}
+
+/// Appends the header, without the IV, to `out`: the key's own header
+/// with the IV's length filled in.
+pub(crate) fn write_header(out: &mut Vec<u8>, key: &DataKey, iv_len: IvLength) {
+    let start = out.len();
+    out.extend_from_slice(key.header());
+    if let Some(at) = out.get_mut(start + IV_LEN_AT) {
+        *at = u8::try_from(iv_len.size()).unwrap_or(u8::MAX);
+    }
+}
+
+/// The header a key writes, up to the IV, with 0 for the IV's length
+/// (filled in per ciphertext): the magic bytes, the format version, the
+/// key id and version with their lengths, and the fingerprint. A
+/// [`DataKey`] builds it once (see [`write_header`] and
+/// [`Envelope::parse_under`]). Lengths were validated by [`KeyId::new`]
+/// and [`KeyVersion::new`], so they fit in a byte.
+pub(crate) fn key_header(
+    key_id: &KeyId,
+    version: &KeyVersion,
+    fingerprint: Fingerprint,
+) -> Box<[u8]> {
+    let id = key_id.as_str().as_bytes();
+    let ver = version.as_str().as_bytes();
+    let mut header = Vec::with_capacity(IV_LEN_AT + 3 + id.len() + ver.len() + FINGERPRINT_LEN);
+    header.extend_from_slice(&MAGIC);
+    header.push(FORMAT_VERSION);
+    header.push(0);
+    header.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
+    header.extend_from_slice(id);
+    header.push(u8::try_from(ver.len()).unwrap_or(u8::MAX));
+    header.extend_from_slice(ver);
+    header.extend_from_slice(fingerprint.as_bytes());
+    header.into_boxed_slice()
 }
 
 /// Encodes a binary ciphertext in the text form (`kms:v1:<base64url>`).

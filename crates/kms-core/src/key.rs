@@ -338,6 +338,8 @@ struct DataKeyInner {
     material: KeyMaterial,
     /// The expanded AES-GCM key schedules (see `aead.rs`).
     ciphers: Ciphers,
+    /// The header this key writes, up to the IV (`format::key_header`).
+    header: Box<[u8]>,
 }
 
 impl DataKey {
@@ -356,8 +358,11 @@ impl DataKey {
         created_at: Option<DateTime<Utc>>,
     ) -> Self {
         let ciphers = Ciphers::new(material.expose_secret());
+        let fingerprint = material.fingerprint();
+        let header = crate::format::key_header(&key_id, &version, fingerprint);
         DataKey(Arc::new(DataKeyInner {
-            fingerprint: material.fingerprint(),
+            fingerprint,
+            header,
             key_id,
             version,
             created_at,
@@ -398,6 +403,10 @@ impl DataKey {
 
     pub(crate) fn ciphers(&self) -> &Ciphers {
         &self.0.ciphers
+    }
+
+    pub(crate) fn header(&self) -> &[u8] {
+        &self.0.header
     }
 }
 

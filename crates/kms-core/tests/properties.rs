@@ -136,6 +136,43 @@ proptest! {
         prop_assert_eq!(decrypt(&k, &ct, &aad).unwrap(), pt);
     }
 
+    /// The decryption fast path reads what the full parser reads, for the
+    /// key's own ciphertexts, damaged ones and other keys' ones.
+    #[test]
+    fn parse_under_answers_what_parse_does(
+        id in "[A-Za-z0-9_-]{1,40}",
+        version in 1u64..u64::MAX,
+        pt in proptest::collection::vec(any::<u8>(), 0..64),
+        sixteen in any::<bool>(),
+        damage in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 0..3),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let k = DataKey::new(KeyId::new(&id).unwrap(), KeyVersion::from(version), KeyMaterial::generate());
+        let iv = if sixteen { IvLength::Sixteen } else { IvLength::Twelve };
+        let ct = crypto::seal(&k, iv, &pt, b"").unwrap();
+        let whole = Envelope::parse_under(&ct, &k).expect("the key's own ciphertext");
+        prop_assert_eq!(format!("{whole:?}"), format!("{:?}", Envelope::parse(&ct).unwrap()));
+        // Another version of the same key id, or other material: not its header.
+        let next = DataKey::new(k.key_id().clone(), KeyVersion::from(version - 1), KeyMaterial::generate());
+        prop_assert!(Envelope::parse_under(&ct, &next).is_none());
+
+        let mut bad = ct.clone();
+        for (at, x) in &damage {
+            bad[at.index(ct.len())] ^= x;
+        }
+        if let Some(at) = cut {
+            bad.truncate(at.index(ct.len()));
+        }
+        match Envelope::parse_under(&bad, &k) {
+            Some(fast) => prop_assert_eq!(
+                format!("{fast:?}"),
+                format!("{:?}", Envelope::parse(&bad).unwrap())
+            ),
+            // Only a damaged header or a truncation sends it to the full parser.
+            None => prop_assert!(bad.len() < ct.len() || bad[..whole.header().len()] != ct[..whole.header().len()]),
+        }
+    }
+
     #[test]
     fn garbage_binary_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let k = key();

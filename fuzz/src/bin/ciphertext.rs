@@ -1,7 +1,13 @@
-//! Binary and text ciphertext parsing, then decryption under a fixed key.
+//! Binary and text ciphertext parsing (the full parser, and the fast path
+//! for a known key against it), then decryption under a fixed key.
 fn main() {
     let key = kms_fuzz::fixed_key();
     afl::fuzz!(|data: &[u8]| {
+        if let Some(fast) = kms_core::Envelope::parse_under(data, &key) {
+            // The decryption fast path answers what the full parser does.
+            let full = kms_core::Envelope::parse(data).map(|e| format!("{e:?}"));
+            assert_eq!(full.map_err(|e| e.to_string()), Ok(format!("{fast:?}")));
+        }
         if let Ok(envelope) = kms_core::Envelope::parse(data) {
             let _ = envelope.key_id();
             let _ = envelope.key_version();
