@@ -230,19 +230,13 @@ impl CachingProvider {
             .with(|hot| (hot.key.key_id() == key_id && !hot.expires.passed()).then(|| f(&hot.key)))
     }
 
-    /// Runs `f` on the hot slot's key if it is the version of `key_id` with
-    /// this fingerprint (fresh or not: versions never change). The facade's
-    /// decrypt path tries it before resolving the version through the stack.
-    pub fn with_cached_fingerprint<R>(
-        &self,
-        key_id: &str,
-        fingerprint: Fingerprint,
-        f: impl FnOnce(&DataKey) -> R,
-    ) -> Option<R> {
-        self.hot.with(|hot| {
-            (hot.key.fingerprint() == fingerprint && hot.key.key_id().as_str() == key_id)
-                .then(|| f(&hot.key))
-        })
+    /// Runs `f` on the hot slot's key, fresh or not (a version never
+    /// changes; only which one is current does), and counts a hit when `f`
+    /// answers. The facade's decrypt path uses it with
+    /// [`kms_core::Envelope::parse_under`] before resolving the version
+    /// through the stack.
+    pub fn with_hot_key<R>(&self, f: impl FnOnce(&DataKey) -> Option<R>) -> Option<R> {
+        self.hot.with(|hot| f(&hot.key))
     }
 
     fn remember(&self, stamped: &Stamped) {

@@ -355,27 +355,22 @@ async fn hot_slot_serves_the_fresh_current_key_of_its_key_id_until_the_ttl_ends(
 }
 
 #[tokio::test(start_paused = true)]
-async fn hot_slot_answers_its_fingerprint_for_its_key_id_fresh_or_not() {
+async fn hot_slot_lends_its_key_fresh_or_not_and_counts_only_answers() {
     let c = cached(faulty(), CacheConfig::with_ttl(Duration::from_secs(10)));
-    assert!(
-        c.with_cached_fingerprint(id().as_str(), forged(), |_| ())
-            .is_none()
-    );
+    assert!(c.with_hot_key(|_| Some(())).is_none());
     let cur = c.current_key(&id()).await.unwrap();
     tokio::time::advance(Duration::from_secs(60)).await;
     assert!(c.current_if_fresh(&id()).is_none());
+    let hits = c.stats().hits;
     assert_eq!(
-        c.with_cached_fingerprint(id().as_str(), cur.fingerprint(), |k| k.version().clone()),
-        Some(cur.version().clone())
+        c.with_hot_key(|k| Some(k.fingerprint())),
+        Some(cur.fingerprint())
     );
-    assert!(
-        c.with_cached_fingerprint(id().as_str(), forged(), |_| ())
-            .is_none()
-    );
-    assert!(
-        c.with_cached_fingerprint(other().as_str(), cur.fingerprint(), |_| ())
-            .is_none()
-    );
+    assert_eq!(c.stats().hits, hits + 1);
+    assert!(c.with_hot_key(|_| None::<()>).is_none());
+    assert_eq!(c.stats().hits, hits + 1);
+    c.invalidate_current(&id()).await;
+    assert!(c.with_hot_key(|_| Some(())).is_none());
 }
 
 #[tokio::test]

@@ -201,14 +201,16 @@ impl Kms {
     pub async fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         if tracing::enabled!(target: AUDIT_TARGET, tracing::Level::DEBUG) {
-            self.encrypt_into(plaintext, aad, &mut out).await?;
+            Box::pin(self.encrypt_into(plaintext, aad, &mut out)).await?;
             return Ok(out);
         }
         // As `encrypt_unaudited`, inlined: the hot slot's path then runs
-        // inside this one future, without polling nested ones.
+        // inside this one future, without polling nested ones. The other
+        // paths are boxed, so that this future stays small (it is moved
+        // and polled on every call).
         match self.seal_if_hot(plaintext, aad, &mut out) {
             Some(sealed) => sealed?,
-            None => self.seal_with_provider(plaintext, aad, &mut out).await?,
+            None => Box::pin(self.seal_with_provider(plaintext, aad, &mut out)).await?,
         }
         Ok(out)
     }
@@ -293,38 +295,34 @@ impl Kms {
     pub async fn decrypt(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         if tracing::enabled!(target: AUDIT_TARGET, tracing::Level::DEBUG) {
-            self.decrypt_into(ciphertext, aad, &mut out).await?;
+            Box::pin(self.decrypt_into(ciphertext, aad, &mut out)).await?;
             return Ok(out);
         }
-        // As `decrypt_unaudited`, inlined: the hot slot's path then runs
-        // inside this one future, without polling nested ones.
-        let envelope = Envelope::parse(ciphertext)?;
-        match self.open_if_hot(&envelope, aad, &mut out) {
+        // As `decrypt_unaudited`, inlined and with the other paths boxed, as
+        // in `encrypt`.
+        match self.open_if_hot(ciphertext, aad, &mut out) {
             Some(opened) => opened?,
-            None => self.open_resolved(&envelope, aad, &mut out).await?,
+            None => Box::pin(self.open_resolved(ciphertext, aad, &mut out)).await?,
         }
         Ok(out)
     }
 
-    /// Decrypts with the cache's hot-slot key when it is the envelope's
-    /// version and not retired; `None` when the stack must find the key.
-    fn open_if_hot(
-        &self,
-        envelope: &Envelope<'_>,
-        aad: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Option<Result<()>> {
+    /// Decrypts with the cache's hot-slot key when the ciphertext's header
+    /// is that key's (compared whole, not parsed: see
+    /// [`Envelope::parse_under`]) and its version is not retired; `None`
+    /// when the stack must find the key.
+    fn open_if_hot(&self, ciphertext: &[u8], aad: &[u8], out: &mut Vec<u8>) -> Option<Result<()>> {
         self.cache.as_ref().and_then(|c| {
-            c.with_cached_fingerprint(envelope.key_id_str(), envelope.fingerprint(), |key| {
+            c.with_hot_key(|key| {
+                let envelope = Envelope::parse_under(ciphertext, key)?;
                 match self.retired.as_ref().map(|r| r.verdict(key)) {
                     None | Some(Verdict::Allowed) => {
-                        Some(crypto::open_into(key, envelope, aad, &mut *out))
+                        Some(crypto::open_into(key, &envelope, aad, &mut *out))
                     }
                     Some(Verdict::Retired(e)) => Some(Err(e)),
                     Some(Verdict::Unknown) => None,
                 }
             })
-            .flatten()
         })
     }
 
@@ -363,21 +361,16 @@ impl Kms {
         aad: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let envelope = Envelope::parse(ciphertext)?;
-        match self.open_if_hot(&envelope, aad, out) {
+        match self.open_if_hot(ciphertext, aad, out) {
             Some(opened) => opened,
-            None => self.open_resolved(&envelope, aad, out).await,
+            None => self.open_resolved(ciphertext, aad, out).await,
         }
     }
 
-    /// Decrypts with the key the provider stack finds for the envelope (the
-    /// hot slot missed), refusing a retired version.
-    async fn open_resolved(
-        &self,
-        envelope: &Envelope<'_>,
-        aad: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
+    /// Parses the ciphertext and decrypts it with the key the provider
+    /// stack finds for it (the hot slot missed), refusing a retired version.
+    async fn open_resolved(&self, ciphertext: &[u8], aad: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let envelope = &Envelope::parse(ciphertext)?;
         let key = match &self.cache {
             // The cache finds the key by fingerprint without a provider
             // call per forged ciphertext.
