@@ -16,7 +16,11 @@
 //!   current-thread tokio runtime.
 //! - `kms-facade-16b-iv` (encrypt, 1 KiB only): the facade with 16-byte IVs.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark, not library code: a failed set-up is a bug in the bench"
+)]
 
 use std::hint::black_box;
 use std::time::Duration;

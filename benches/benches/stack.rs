@@ -43,7 +43,11 @@
 //!     opened by one failed call before measuring: every measured call is
 //!     refused by the open circuit (and never reaches the provider).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark, not library code: a failed set-up is a bug in the bench"
+)]
 
 use std::hint::black_box;
 use std::sync::Arc;

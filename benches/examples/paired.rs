@@ -18,11 +18,10 @@
 //! count more than any other. Not a criterion bench: `cargo xtask bench` does
 //! not run it.
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::indexing_slicing,
-    missing_docs
+    reason = "a measuring program, not library code: a failed set-up is a bug in the program"
 )]
 
 use std::hint::black_box;

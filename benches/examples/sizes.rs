@@ -15,11 +15,11 @@
 //! table gives its median and quartiles over the rounds. `cargo xtask
 //! bench` runs this after the criterion benches.
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
-    missing_docs
+    reason = "a measuring program, not library code: a failed set-up is a bug in the program"
 )]
 
 use std::hint::black_box;

@@ -5,7 +5,10 @@
 //! medians over the rounds, so that a round interrupted by another process
 //! counts no more than any other.
 
-#![allow(clippy::indexing_slicing)] // indices are bounded by the case count
+#![expect(
+    clippy::indexing_slicing,
+    reason = "indices are bounded by the case count"
+)]
 
 use std::future::Future;
 use std::hint::black_box;

@@ -8,7 +8,10 @@
 //! against each group's `bare*` baseline) or `cargo bench -p kms-benches`.
 //! Results and how to read them: `docs/PERFORMANCE.md`.
 
-#![allow(clippy::unwrap_used)] // benchmark baselines: a failure is a bug in the bench
+#![expect(
+    clippy::unwrap_used,
+    reason = "benchmark baselines, not library code: a failure is a bug in the bench"
+)]
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::AeadInOut;

@@ -161,7 +161,10 @@ struct RotationTaskReport {
 /// One load task on `kms` (handle `handle`): encrypts a fresh value and
 /// publishes it in `own`, then decrypts a value the other handle published
 /// in `other`, until `stop` (or its count bound).
-#[allow(clippy::too_many_arguments)] // a load task: each argument is one piece of shared state
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a load task: each argument is one piece of shared state"
+)]
 async fn rotation_load_task(
     handle: usize,
     task: usize,
@@ -348,7 +351,7 @@ async fn rotation_under_load_across_instances() {
         .unwrap_or_else(|_| panic!("the rotation load test ran over {ROTATION_TIME_LIMIT:?}"));
 }
 
-#[allow(clippy::too_many_lines)] // one scenario, start to end
+#[allow(clippy::too_many_lines, reason = "one scenario, start to end")]
 async fn rotation_under_load() {
     let (bao, _) = server_with_default_key().await;
     let cli_vars = spec_env(&bao, &[]);
@@ -736,7 +739,7 @@ async fn outage_under_load() {
         .unwrap_or_else(|_| panic!("the outage load test ran over {OUTAGE_TIME_LIMIT:?}"));
 }
 
-#[allow(clippy::too_many_lines)] // one scenario, start to end
+#[allow(clippy::too_many_lines, reason = "one scenario, start to end")]
 async fn outage_scenario() {
     let (bao, _) = server_with_default_key().await;
     let timeout = TIMEOUT.as_millis().to_string();

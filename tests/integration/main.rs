@@ -3,7 +3,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    reason = "helpers outside `#[test]` functions, which clippy.toml's allow-*-in-tests misses"
 )]
 
 mod admin;

@@ -64,7 +64,10 @@ pub(crate) enum Outage {
     Refuses,
 }
 
-#[allow(clippy::too_many_arguments)] // a test scenario: each argument is one knob of it
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a test scenario: each argument is one knob of it"
+)]
 pub(crate) async fn outage_fails_fast_and_recovers(
     kms: &Kms,
     second: &Kms,

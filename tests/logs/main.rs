@@ -8,7 +8,11 @@
 //! then searches everything that was logged for every key version in hex
 //! (both cases), base64 and base64url (padded or not), and for the
 //! credentials in use.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "helpers outside `#[test]` functions, which clippy.toml's allow-*-in-tests misses"
+)]
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -6,7 +6,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    reason = "test support, not library code (and not `#[cfg(test)]` code to clippy): a failure is a failed test"
 )]
 
 pub mod conformance;

@@ -358,8 +358,6 @@ fn format_throughput(bytes: u64, mean_ns: f64) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-
     use super::*;
 
     /// A scratch directory removed on drop.

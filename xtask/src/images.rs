@@ -559,8 +559,6 @@ fn extract_from_zip(zip: &Path, member: &str, dest: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
-
     use super::*;
 
     #[test]

@@ -225,8 +225,6 @@ fn unexpected(task: &str, arg: &OsStr) -> Error {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
-
     use super::*;
 
     fn args(list: &[&str]) -> Vec<OsString> {

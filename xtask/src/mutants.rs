@@ -232,7 +232,6 @@ fn outcome(dir: &Path, equivalent: &BTreeSet<String>) -> Result<Outcome> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
 
     #[test]

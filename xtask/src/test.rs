@@ -42,7 +42,8 @@ pub(crate) fn run(cargo_args: &[OsString]) -> Result<()> {
 }
 
 /// One `cargo test` over every workspace member (the `default-members` leave
-/// some out) and every feature, so the workspace is built once.
+/// out the test-support `kms-gcp-emulator`, whose own tests run here, the
+/// benches and this crate) and every feature, so the workspace is built once.
 fn cargo_test(cargo_args: &[OsString]) -> Command {
     let mut command = cmd::cargo();
     command

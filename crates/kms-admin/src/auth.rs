@@ -343,7 +343,6 @@ pub fn generate_admin_token() -> Zeroizing<String> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

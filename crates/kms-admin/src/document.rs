@@ -443,7 +443,6 @@ pub(crate) fn describe(provider: &str, lookup: &Lookup) -> Map<String, Value> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn base(vars: &'static [(&'static str, &'static str)]) -> Lookup {

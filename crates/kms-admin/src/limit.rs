@@ -241,7 +241,6 @@ impl Limiters {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn from(vars: &[(&str, &str)]) -> kms::Result<RateLimitConfig> {

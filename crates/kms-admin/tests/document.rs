@@ -5,9 +5,8 @@
 //! choosing.
 #![allow(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    reason = "helpers outside `#[test]` functions, which clippy.toml's allow-*-in-tests misses"
 )]
 
 #[cfg(feature = "aws")]
@@ -319,7 +318,7 @@ async fn another_key_id_cannot_drop_the_servers_minimum() {
 // for one parameter (version 1, written in 2020, so due for rotation under
 // any period), and counts everything that is not a read.
 #[cfg(any(feature = "aws", feature = "vault", feature = "gcp"))]
-#[allow(dead_code)] // Parts serve only some of the provider features.
+#[allow(dead_code, reason = "parts serve only some of the provider features")]
 mod fake {
     use std::sync::Mutex;
 

@@ -66,7 +66,6 @@ mod coarse {
 
     #[cfg(test)]
     mod tests {
-        #![allow(clippy::unwrap_used)]
         use super::*;
 
         #[test]

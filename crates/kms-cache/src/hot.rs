@@ -138,8 +138,6 @@ impl HotSlot {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "tests")]
-
     use std::sync::Barrier;
     use std::time::Duration;
 

@@ -317,7 +317,6 @@ impl Drop for Permit<'_> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// One permitted call with the given outcome.

@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::error::Error as _;
 use std::future::Future;
 use std::sync::Arc;

@@ -1,5 +1,4 @@
-//! The `kms` command-line tool. Configuration comes from the same environment
-//! variables as the library (`KMS_PROVIDER`, `KMS_KEY_ID`, `ENCRYPTION_KEY`, ...).
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Read, Write};

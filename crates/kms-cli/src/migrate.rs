@@ -307,7 +307,6 @@ fn env_target(plan: &MigrationPlan, reveal: bool) -> Result<ExitCode, Error> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     #[test]

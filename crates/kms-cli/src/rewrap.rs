@@ -364,7 +364,6 @@ pub(crate) async fn run(kms: &Kms, args: RewrapArgs) -> Result<ExitCode, Error> 
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

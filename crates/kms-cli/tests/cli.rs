@@ -1,5 +1,10 @@
 //! The `kms` binary, run as a user would, with the env provider.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "helpers outside `#[test]` functions, which clippy.toml's allow-*-in-tests misses"
+)]
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

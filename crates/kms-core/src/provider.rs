@@ -523,7 +523,6 @@ mod rfc3339_opt {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

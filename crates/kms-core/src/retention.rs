@@ -117,7 +117,6 @@ pub const LOW_RETENTION: u64 = 2;
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
 

@@ -79,7 +79,6 @@ pub fn parse_bool(variable: &str, value: &str) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -2,7 +2,10 @@
 //! after its first encryption must not draw the same IVs (GCM nonce reuse)
 //! or the same keys in parent and child. Its own test binary with a single
 //! test: the fork happens with no other test thread running.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers outside `#[test]` functions, which clippy.toml's allow-*-in-tests misses"
+)]
 
 use std::collections::HashSet;
 

@@ -1,7 +1,11 @@
 //! The provider trait's shared logic: the default `rotate_if_current`, the
 //! forwarding impls for `Arc` and `Box`, and finding the key of a ciphertext
 //! (`resolve_key`, `find_by_fingerprint`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers outside `#[test]` functions, which clippy.toml's allow-*-in-tests misses"
+)]
 
 use std::sync::Arc;
 

@@ -1,6 +1,10 @@
 //! The test vectors of docs/FORMAT.md, read from the document itself so the
 //! two cannot drift apart.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers outside `#[test]` functions, which clippy.toml's allow-*-in-tests misses"
+)]
 
 use std::collections::HashMap;
 

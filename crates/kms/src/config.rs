@@ -629,7 +629,10 @@ impl KmsBuilder {
     /// # Errors
     /// [`Error::Config`] when the provider's settings are invalid or the
     /// provider was not compiled in (the message names the cargo feature).
-    #[allow(clippy::unused_async)] // cloud providers are built asynchronously
+    #[allow(
+        clippy::unused_async,
+        reason = "cloud providers are built asynchronously; a build without them awaits nothing"
+    )]
     pub async fn build(self) -> Result<Kms> {
         let config = self.config();
         let provider: Arc<dyn KeyProvider> = match self.custom {
@@ -643,7 +646,10 @@ impl KmsBuilder {
                 ProviderKind::Aws => Arc::new(self.aws.build().await?),
                 #[cfg(feature = "gcp")]
                 ProviderKind::Gcp => Arc::new(self.gcp.build().await?),
-                #[allow(unreachable_patterns)]
+                #[allow(
+                    unreachable_patterns,
+                    reason = "reachable only when some provider feature is off"
+                )]
                 kind => return Err(not_compiled_in(kind)),
             },
         };
@@ -696,7 +702,6 @@ pub fn parse_duration(variable: &str, value: &str) -> Result<Duration> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {

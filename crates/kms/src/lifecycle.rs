@@ -378,7 +378,6 @@ async fn check_rotation_inner(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use kms_testing::MemoryProvider;
 

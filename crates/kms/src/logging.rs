@@ -44,7 +44,6 @@ pub fn filter_directive(lookup: impl Fn(&str) -> Option<String>) -> Result<Strin
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

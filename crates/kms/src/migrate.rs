@@ -620,12 +620,6 @@ impl EnvVariables {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
     use kms_testing::MemoryProvider;
 

@@ -1,5 +1,8 @@
 //! The facade's provider stack: provider, then timeout/retry/breaker, then cache.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers outside `#[test]` functions, which clippy.toml's allow-*-in-tests misses"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,5 +1,8 @@
 //! Helpers shared by the admin API test binaries (each uses a part of them).
-#![allow(dead_code)] // every test binary compiles this module and uses only some of it
+#![allow(
+    dead_code,
+    reason = "every test binary compiles this module and uses only some of it"
+)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
