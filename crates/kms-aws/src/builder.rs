@@ -5,12 +5,12 @@ use std::fmt;
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ssm::config::Credentials;
-use kms_core::settings;
 use kms_core::{Error, Result};
+use kms_core::{provider_support, settings};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::DEFAULT_PARAMETER_PREFIX;
 use crate::provider::AwsProvider;
+use crate::{DEFAULT_PARAMETER_PREFIX, PROVIDER};
 
 /// Builds an [`AwsProvider`], from environment variables
 /// ([`from_lookup`](Self::from_lookup), [`AwsProvider::from_env`]) or in code.
@@ -165,26 +165,24 @@ impl AwsProviderBuilder {
     ///
     /// # Errors
     /// [`Error::Config`] naming the variable at fault: no region anywhere,
-    /// `AWS_ENDPOINT_URL` not an `http(s)` URL, a secret key without an
+    /// `AWS_ENDPOINT_URL` not an `http(s)` URL with a host (or with a user
+    /// name, password, query or fragment), a secret key without an
     /// access key id (or the reverse), an invalid parameter prefix.
     pub async fn build(self) -> Result<AwsProvider> {
         let prefix = clean_prefix(&self.parameter_prefix)?;
-        if let Some(url) = &self.endpoint_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(Error::config(
+        let endpoint_url = match &self.endpoint_url {
+            Some(url) => {
+                let url = provider_support::check_endpoint("AWS_ENDPOINT_URL", url)?;
+                provider_support::warn_plain_http(
+                    PROVIDER,
                     "AWS_ENDPOINT_URL",
-                    "must start with https:// (or http:// for a local emulator)",
-                ));
-            }
-            if url.starts_with("http://") {
-                tracing::warn!(
-                    target: "kms::aws",
-                    endpoint = %url,
-                    "AWS_ENDPOINT_URL uses plain http: the encryption keys cross the network \
-                     unencrypted; use it only with a local emulator"
+                    &url,
+                    "the encryption keys",
                 );
+                Some(url)
             }
-        }
+            None => None,
+        };
         // The SDK retries nothing: the `kms` facade's resilience layer
         // (KMS_RETRY_ATTEMPTS, KMS_TIMEOUT per attempt) does, so attempts
         // are never multiplied.
@@ -193,38 +191,27 @@ impl AwsProviderBuilder {
         if let Some(region) = &self.region {
             loader = loader.region(Region::new(region.clone()));
         }
-        if let Some(url) = &self.endpoint_url {
-            loader = loader.endpoint_url(url.clone());
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
         }
         if let Some(profile) = &self.profile {
             loader = loader.profile_name(profile.clone());
         }
-        match (&self.access_key_id, &self.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                let credentials = Credentials::new(
-                    id.clone(),
-                    secret.expose_secret().trim().to_owned(),
-                    self.session_token
-                        .as_ref()
-                        .map(|t| t.expose_secret().trim().to_owned()),
-                    None,
-                    "kms-aws static credentials",
-                );
-                loader = loader.credentials_provider(credentials);
-            }
-            (Some(_), None) => {
-                return Err(Error::config(
-                    "AWS_SECRET_ACCESS_KEY",
-                    "is not set, but AWS_ACCESS_KEY_ID is: static credentials need both",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(Error::config(
-                    "AWS_ACCESS_KEY_ID",
-                    "is not set, but AWS_SECRET_ACCESS_KEY is: static credentials need both",
-                ));
-            }
-            (None, None) => {}
+        if let Some((id, secret)) = provider_support::paired(
+            ("AWS_ACCESS_KEY_ID", self.access_key_id.as_ref()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_access_key.as_ref()),
+            "static credentials need both",
+        )? {
+            let credentials = Credentials::new(
+                id.clone(),
+                secret.expose_secret().trim().to_owned(),
+                self.session_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().trim().to_owned()),
+                None,
+                "kms-aws static credentials",
+            );
+            loader = loader.credentials_provider(credentials);
         }
         let config = loader.load().await;
         match config.region() {
@@ -295,7 +282,6 @@ fn is_region_name(region: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";

@@ -6,7 +6,6 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType};
 use chrono::{DateTime, Utc};
-use kms_core::error::Cause;
 use kms_core::retention::{LOW_RETENTION, evicted_by_next_write};
 use kms_core::{
     DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
@@ -16,7 +15,9 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::PROVIDER;
 use crate::builder::AwsProviderBuilder;
-use crate::call::{CallError, Kind};
+use kms_core::provider_support::{CallError, Failure};
+
+use crate::call;
 
 /// Data keys in AWS Systems Manager Parameter Store: one SecureString
 /// parameter per key id, encrypted under a KMS key, one parameter version per
@@ -117,9 +118,7 @@ impl AwsProvider {
             .key_id(&kms_key)
             .send()
             .await
-            .map_err(|e| {
-                CallError::from_sdk("KMS EnableKeyRotation", e).into_error(key_id, None)
-            })?;
+            .map_err(|e| call::classify("KMS EnableKeyRotation", e).into_error(key_id, None))?;
         tracing::info!(target: "kms::aws", key_id = %key_id, kms_key = %kms_key, "KMS automatic key rotation enabled");
         Ok(())
     }
@@ -158,9 +157,7 @@ impl AwsProvider {
             .parameter_filters(filter)
             .send()
             .await
-            .map_err(|e| {
-                CallError::from_sdk("SSM DescribeParameters", e).into_error(key_id, None)
-            })?;
+            .map_err(|e| call::classify("SSM DescribeParameters", e).into_error(key_id, None))?;
         let p = out
             .parameters()
             .iter()
@@ -188,11 +185,11 @@ impl AwsProvider {
             .send()
             .await
             .map_err(|e| {
-                let e = CallError::from_sdk("SSM GetParameter", e);
+                let e = call::classify("SSM GetParameter", e);
                 // SSM answers a version selector beyond the last version with
                 // ParameterVersionNotFound, and an invalid one with
                 // ValidationException.
-                if e.kind == Kind::Unexpected
+                if e.kind() == Failure::Unexpected
                     && e.is_code("ValidationException")
                     && version.is_some()
                 {
@@ -238,7 +235,7 @@ impl AwsProvider {
                 .send()
                 .await
                 .map_err(|e| {
-                    CallError::from_sdk("SSM GetParameterHistory", e).into_error(key_id, None)
+                    call::classify("SSM GetParameterHistory", e).into_error(key_id, None)
                 })?;
             for p in out.parameters() {
                 entries.push(HistoryEntry {
@@ -319,7 +316,7 @@ impl AwsProvider {
         let out = match put.send().await {
             Ok(out) => out,
             Err(e) => {
-                let e = CallError::from_sdk("SSM PutParameter", e);
+                let e = call::classify("SSM PutParameter", e);
                 return Err(if e.is_code("ParameterAlreadyExists") {
                     Error::Conflict {
                         key_id: key_id.to_string(),
@@ -405,8 +402,8 @@ impl AwsProvider {
                     });
                 }
                 Err(e) => {
-                    let e = CallError::from_sdk("SSM LabelParameterVersion", e);
-                    if e.kind != Kind::Denied {
+                    let e = call::classify("SSM LabelParameterVersion", e);
+                    if e.kind() != Failure::Denied {
                         return Err(e.into_error(key_id, None));
                     }
                     if needed + LOW_RETENTION - 1 > SSM_MAX_VERSIONS {
@@ -418,7 +415,7 @@ impl AwsProvider {
                     tracing::warn!(
                         target: "kms::aws",
                         key_id = %key_id,
-                        error = %e.detail,
+                        error = %e,
                         "cannot label the oldest live key version (grant ssm:LabelParameterVersion): SSM is not protecting it against a concurrent writer"
                     );
                 }
@@ -455,7 +452,7 @@ impl AwsProvider {
             max_versions: Some(SSM_MAX_VERSIONS),
             detail: format!(
                 "SSM keeps {SSM_MAX_VERSIONS} versions and refused to delete the oldest, which is labelled ({labels}): {}",
-                e.detail
+                e.detail()
             ),
         }
     }
@@ -470,14 +467,17 @@ impl AwsProvider {
             .key_id(kms_key)
             .send()
             .await
-            .map_err(|e| CallError::from_sdk("KMS DescribeKey", e).into_error(key_id, None))?;
+            .map_err(|e| call::classify("KMS DescribeKey", e).into_error(key_id, None))?;
         match out.key_metadata() {
             Some(k) if !k.enabled() => {
                 let state = k.key_state().map_or("not enabled", |s| s.as_str());
-                Err(Error::access_denied(
+                Err(CallError::new(
                     PROVIDER,
-                    Cause(format!("KMS DescribeKey: the KMS key {kms_key} is {state}")),
-                ))
+                    Failure::Denied,
+                    "KMS DescribeKey",
+                    format!("the KMS key {kms_key} is {state}"),
+                )
+                .into_error(key_id, None))
             }
             _ => Ok(()),
         }
@@ -491,7 +491,7 @@ impl AwsProvider {
             .number_of_bytes(32)
             .send()
             .await
-            .map_err(|e| CallError::from_sdk("KMS GenerateRandom", e).into_error(key_id, None))?;
+            .map_err(|e| call::classify("KMS GenerateRandom", e).into_error(key_id, None))?;
         let mut bytes = out
             .plaintext
             .map(aws_smithy_blob_into_inner)
@@ -626,7 +626,7 @@ impl KeyProvider for AwsProvider {
         match claimed {
             Ok(_) => {}
             Err(e) => {
-                let e = CallError::from_sdk("SSM PutParameter (rotation marker)", e);
+                let e = call::classify("SSM PutParameter (rotation marker)", e);
                 if e.is_code("ParameterAlreadyExists") {
                     tracing::info!(
                         target: "kms::aws",
@@ -654,7 +654,7 @@ impl KeyProvider for AwsProvider {
                 target: "kms::aws",
                 key_id = %key_id,
                 marker = %marker,
-                error = %CallError::from_sdk("SSM DeleteParameter (rotation marker)", e).detail,
+                error = %call::classify("SSM DeleteParameter (rotation marker)", e),
                 "could not delete the rotation marker: delete it by hand, or scheduled rotation from this version stays blocked"
             );
         }
@@ -685,7 +685,7 @@ impl KeyProvider for AwsProvider {
                 .key_id(&kms_key)
                 .send()
                 .await
-                .map_err(|e| CallError::from_sdk("KMS DescribeKey", e).into_error(key_id, None))?;
+                .map_err(|e| call::classify("KMS DescribeKey", e).into_error(key_id, None))?;
             if let Some(k) = out.key_metadata() {
                 meta.enabled = k.enabled();
                 if let Some(usage) = k.key_usage() {
@@ -704,8 +704,8 @@ impl KeyProvider for AwsProvider {
             match self.ssm.describe_parameters().max_results(1).send().await {
                 Ok(_) => Ok(()),
                 Err(e) => {
-                    let e = CallError::from_sdk("SSM DescribeParameters", e);
-                    let text = e.detail.clone();
+                    let e = call::classify("SSM DescribeParameters", e);
+                    let text = e.to_string();
                     let err = e.into_error(&KeyId::default(), None);
                     Err(format!("{err}: {text}"))
                 }

@@ -2,7 +2,6 @@
 // One `unsafe` block: the FFI call that registers the fork handler
 // (`random.rs`); everything else is safe code.
 #![deny(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod aead;
 pub mod crypto;
@@ -10,6 +9,7 @@ pub mod error;
 pub mod format;
 pub mod key;
 pub mod provider;
+pub mod provider_support;
 mod random;
 pub mod retention;
 pub mod settings;

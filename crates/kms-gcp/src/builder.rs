@@ -5,11 +5,11 @@ use std::fmt;
 use google_cloud_auth::credentials::Credentials;
 use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_secretmanager_v1::client::SecretManagerService;
-use kms_core::settings;
 use kms_core::{Error, Result};
+use kms_core::{provider_support, settings};
 
 use crate::provider::GcpProvider;
-use crate::{DEFAULT_SECRET_PREFIX, MAX_SECRET_ID_LEN};
+use crate::{DEFAULT_SECRET_PREFIX, MAX_SECRET_ID_LEN, PROVIDER};
 
 /// Longest key id (see `kms_core::KeyId`).
 const MAX_KEY_ID_LEN: usize = 128;
@@ -135,15 +135,13 @@ impl GcpProviderBuilder {
             // client's default (10 attempts within 60 s) would multiply it.
             .with_retry_policy(NeverRetry);
         if let Some(endpoint) = &self.endpoint {
-            let endpoint = validate_endpoint(endpoint)?;
-            if endpoint.starts_with("http://") {
-                tracing::warn!(
-                    target: "kms::gcp",
-                    endpoint = %endpoint,
-                    "KMS_GCP_ENDPOINT uses plain http: the encryption keys cross the network \
-                     unencrypted; use it only for a local emulator"
-                );
-            }
+            let endpoint = provider_support::check_endpoint("KMS_GCP_ENDPOINT", endpoint)?;
+            provider_support::warn_plain_http(
+                PROVIDER,
+                "KMS_GCP_ENDPOINT",
+                &endpoint,
+                "the encryption keys",
+            );
             client = client.with_endpoint(endpoint);
         }
         if let Some(credentials) = self.credentials {
@@ -216,36 +214,8 @@ fn validate_prefix(prefix: &str) -> Result<()> {
     Ok(())
 }
 
-/// `KMS_GCP_ENDPOINT`: an `http` or `https` URL with a host and no user
-/// name, query or fragment. The trailing slash is dropped.
-fn validate_endpoint(endpoint: &str) -> Result<String> {
-    const VAR: &str = "KMS_GCP_ENDPOINT";
-    let e = endpoint.trim().trim_end_matches('/');
-    let rest = e
-        .strip_prefix("https://")
-        .or_else(|| e.strip_prefix("http://"))
-        .ok_or_else(|| {
-            Error::config(
-                VAR,
-                "must start with https:// (or http:// for a local emulator)",
-            )
-        })?;
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() {
-        return Err(Error::config(VAR, "has no host name"));
-    }
-    if rest.contains(['@', '?', '#', ' ']) {
-        return Err(Error::config(
-            VAR,
-            "must not contain a user name, query or fragment",
-        ));
-    }
-    Ok(e.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {

@@ -2,161 +2,89 @@
 //! type means.
 //!
 //! The client's errors are not kept verbatim as sources of service errors:
-//! a [`CallError`] keeps the operation, the gRPC status code and Google's
-//! message, and, for transport and credential failures, the underlying
-//! error. No payload (key material) is ever part of an error.
-
-use std::fmt;
+//! the [`CallError`] made here keeps the operation, the gRPC status code and
+//! Google's message, and, for transport and credential failures, the
+//! underlying error. No payload (key material) is ever part of an error.
+//! What a failure then means for the caller is
+//! `kms_core::provider_support`'s job.
 
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::error::{CredentialsError, Error as GaxError};
-use kms_core::{BoxError, Error, KeyId, KeyVersion};
+use kms_core::provider_support::{CallError, Failure};
 
 use crate::PROVIDER;
 
-/// What a failed Secret Manager call means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// `PERMISSION_DENIED`, `UNAUTHENTICATED`, refused credentials.
-    Denied,
-    /// `NOT_FOUND`: no such secret or version.
-    NotFound,
-    /// `FAILED_PRECONDITION`: the version is disabled or destroyed.
-    NotEnabled,
-    /// `ALREADY_EXISTS`: a secret being created exists (another writer created it).
-    Exists,
-    /// Unreachable, timed out, `UNAVAILABLE`, `DEADLINE_EXCEEDED`,
-    /// `RESOURCE_EXHAUSTED`, `INTERNAL`, `ABORTED`, `UNKNOWN`, HTTP 5xx/429.
-    Unavailable,
-    /// Anything else: an answer this crate does not understand.
-    Unexpected,
-}
-
-/// A failed Secret Manager call.
-#[derive(Debug)]
-pub(crate) struct CallError {
-    pub(crate) kind: Kind,
-    /// What was being done, e.g. `access projects/p/secrets/s/versions/latest`.
-    what: String,
-    /// What went wrong, e.g. `NOT_FOUND: Secret [...] not found.`.
-    detail: String,
-    source: Option<BoxError>,
-}
-
-impl fmt::Display for CallError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "gcp: {}: {}", self.what, self.detail)
+/// Classifies an error of the official client from doing `what`.
+pub(crate) fn classify(what: impl Into<String>, err: GaxError) -> CallError {
+    let what = what.into();
+    if let Some(status) = err.status() {
+        let detail = format!("{}: {}", status.code.name(), status.message);
+        return CallError::new(PROVIDER, kind_of(status.code), what, detail)
+            .with_code(status.code.name());
     }
-}
-
-impl std::error::Error for CallError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+    if err.is_authentication() {
+        let transient = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<CredentialsError>())
+            .is_some_and(CredentialsError::is_transient);
+        let kind = if transient {
+            Failure::Unavailable
+        } else {
+            Failure::Denied
+        };
+        return CallError::new(PROVIDER, kind, what, "cannot get credentials").with_source(err);
     }
-}
-
-impl CallError {
-    /// An error this crate raises itself.
-    pub(crate) fn new(kind: Kind, what: impl Into<String>, detail: impl Into<String>) -> Self {
-        CallError {
-            kind,
-            what: what.into(),
-            detail: detail.into(),
-            source: None,
-        }
+    if let Some(code) = err.http_status_code() {
+        // An error answer that is not Google's JSON (a proxy, a load balancer).
+        let kind = match code {
+            401 | 403 => Failure::Denied,
+            404 => Failure::NotFound,
+            408 | 429 | 500..=599 => Failure::Unavailable,
+            _ => Failure::Unexpected,
+        };
+        return CallError::new(PROVIDER, kind, what, format!("HTTP {code}")).with_status(code);
     }
-
-    /// Classifies an error of the official client from doing `what`.
-    pub(crate) fn from_client(what: impl Into<String>, err: GaxError) -> Self {
-        let what = what.into();
-        if let Some(status) = err.status() {
-            let kind = kind_of(status.code);
-            let detail = format!("{}: {}", status.code.name(), status.message);
-            return Self::new(kind, what, detail);
-        }
-        if err.is_authentication() {
-            let transient = std::error::Error::source(&err)
-                .and_then(|s| s.downcast_ref::<CredentialsError>())
-                .is_some_and(CredentialsError::is_transient);
-            let kind = if transient {
-                Kind::Unavailable
-            } else {
-                Kind::Denied
-            };
-            return CallError {
-                source: Some(err.into()),
-                ..Self::new(kind, what, "cannot get credentials")
-            };
-        }
-        if let Some(code) = err.http_status_code() {
-            // An error answer that is not Google's JSON (a proxy, a load balancer).
-            let kind = match code {
-                401 | 403 => Kind::Denied,
-                404 => Kind::NotFound,
-                408 | 429 | 500..=599 => Kind::Unavailable,
-                _ => Kind::Unexpected,
-            };
-            return Self::new(kind, what, format!("HTTP {code}"));
-        }
-        if err.is_timeout()
-            || err.is_io()
-            || err.is_connect()
-            || err.is_transport()
-            || err.is_exhausted()
-        {
-            return CallError {
-                source: Some(err.into()),
-                ..Self::new(Kind::Unavailable, what, "the request failed")
-            };
-        }
-        if err.is_deserialization() {
-            return Self::new(Kind::Unexpected, what, "the response could not be parsed");
-        }
-        Self::new(Kind::Unexpected, what, err.to_string())
+    if err.is_timeout()
+        || err.is_io()
+        || err.is_connect()
+        || err.is_transport()
+        || err.is_exhausted()
+    {
+        return CallError::new(PROVIDER, Failure::Unavailable, what, "the request failed")
+            .with_source(err);
     }
-
-    /// The `kms` error for this failure of an operation on `key_id`
-    /// (`version` when a specific version was asked for).
-    pub(crate) fn into_error(self, key_id: &KeyId, version: Option<&KeyVersion>) -> Error {
-        match self.kind {
-            Kind::Denied => Error::access_denied(PROVIDER, self),
-            Kind::NotFound | Kind::NotEnabled => Error::key_not_found(key_id, version),
-            Kind::Exists => Error::Conflict {
-                key_id: key_id.to_string(),
-            },
-            Kind::Unavailable => Error::unavailable(PROVIDER, self),
-            Kind::Unexpected => Error::Provider {
-                provider: PROVIDER,
-                message: self.to_string(),
-            },
-        }
+    if err.is_deserialization() {
+        return CallError::new(
+            PROVIDER,
+            Failure::Unexpected,
+            what,
+            "the response could not be parsed",
+        );
     }
+    CallError::new(PROVIDER, Failure::Unexpected, what, err.to_string())
 }
 
 /// The meaning of a gRPC status code.
-fn kind_of(code: Code) -> Kind {
+fn kind_of(code: Code) -> Failure {
     match code {
-        Code::PermissionDenied | Code::Unauthenticated => Kind::Denied,
-        Code::NotFound => Kind::NotFound,
-        Code::FailedPrecondition => Kind::NotEnabled,
-        Code::AlreadyExists => Kind::Exists,
+        Code::PermissionDenied | Code::Unauthenticated => Failure::Denied,
+        Code::NotFound => Failure::NotFound,
+        Code::FailedPrecondition => Failure::Disabled,
+        Code::AlreadyExists => Failure::Conflict,
         Code::Unavailable
         | Code::DeadlineExceeded
         | Code::ResourceExhausted
         | Code::Internal
         | Code::Aborted
         | Code::Unknown
-        | Code::Cancelled => Kind::Unavailable,
-        _ => Kind::Unexpected,
+        | Code::Cancelled => Failure::Unavailable,
+        _ => Failure::Unexpected,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use google_cloud_gax::error::rpc::Status;
+    use kms_core::{Error, KeyId};
 
     use super::*;
 
@@ -189,19 +117,18 @@ mod tests {
             (Code::Internal, "KMS service unavailable", true),
         ];
         for (code, text, temporary) in cases {
-            let e = CallError::from_client("access x", service(code, "m"))
-                .into_error(&KeyId::default(), None);
+            let e = classify("access x", service(code, "m")).into_error(&KeyId::default(), None);
             assert_eq!(e.to_string(), text, "{code:?}");
             assert_eq!(e.is_temporary(), temporary, "{code:?}");
         }
-        let e = CallError::from_client("access x", service(Code::InvalidArgument, "bad"))
+        let e = classify("access x", service(Code::InvalidArgument, "bad"))
             .into_error(&KeyId::default(), None);
         assert!(matches!(e, Error::Provider { .. }), "{e:?}");
     }
 
     #[test]
     fn the_source_keeps_the_status_and_message() {
-        let e = CallError::from_client(
+        let e = classify(
             "access projects/p/secrets/s/versions/latest",
             service(Code::PermissionDenied, "Permission denied."),
         )
@@ -216,8 +143,7 @@ mod tests {
     #[test]
     fn transport_errors_are_temporary() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let e = CallError::from_client("access x", GaxError::connect(io))
-            .into_error(&KeyId::default(), None);
+        let e = classify("access x", GaxError::connect(io)).into_error(&KeyId::default(), None);
         assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
     }
 }

@@ -18,7 +18,9 @@ use zeroize::Zeroizing;
 
 use crate::PROVIDER;
 use crate::builder::GcpProviderBuilder;
-use crate::call::{CallError, Kind};
+use kms_core::provider_support::{CallError, Failure, describe_chain};
+
+use crate::call;
 
 /// Data keys in Google Cloud Secret Manager: one secret per key id, one
 /// secret version per key version. See the crate documentation.
@@ -108,7 +110,7 @@ impl GcpProvider {
             .set_name(&name)
             .send()
             .await
-            .map_err(|e| CallError::from_client(format!("access {name}"), e))
+            .map_err(|e| call::classify(format!("access {name}"), e))
     }
 
     /// Every version of a key's secret, oldest first.
@@ -124,7 +126,7 @@ impl GcpProvider {
                 .set_page_token(token)
                 .send()
                 .await
-                .map_err(|e| CallError::from_client(format!("list versions of {parent}"), e))?;
+                .map_err(|e| call::classify(format!("list versions of {parent}"), e))?;
             out.extend(page.versions.iter().filter_map(listed));
             if page.next_page_token.is_empty() {
                 break;
@@ -195,10 +197,11 @@ impl GcpProvider {
             )
             .send()
             .await
-            .map_err(|e| CallError::from_client(what.clone(), e))?;
+            .map_err(|e| call::classify(what.clone(), e))?;
         listed(&version).ok_or_else(|| {
             CallError::new(
-                Kind::Unexpected,
+                PROVIDER,
+                Failure::Unexpected,
                 what,
                 format!(
                     "the new version has no version number (name: {:?})",
@@ -222,7 +225,7 @@ impl GcpProvider {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| CallError::from_client(format!("create {parent}/secrets/{secret_id}"), e))
+            .map_err(|e| call::classify(format!("create {parent}/secrets/{secret_id}"), e))
     }
 
     /// The newest enabled version, used when `latest` is disabled or destroyed.
@@ -259,12 +262,12 @@ impl GcpProvider {
             .await
             .map(|_| ())
             .map_err(|e| {
-                let e = CallError::from_client(format!("list secrets of {parent}"), e);
-                match e.kind {
-                    Kind::Denied => {
-                        format!("Secret Manager refused the credentials (Access denied to encryption key): {}", describe(&e))
+                let e = call::classify(format!("list secrets of {parent}"), e);
+                match e.kind() {
+                    Failure::Denied => {
+                        format!("Secret Manager refused the credentials (Access denied to encryption key): {}", describe_chain(&e))
                     }
-                    _ => describe(&e),
+                    _ => describe_chain(&e),
                 }
             })
     }
@@ -285,18 +288,6 @@ fn claim_time(value: &str, n: u64) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(time)
         .ok()
         .map(|t| t.with_timezone(&Utc))
-}
-
-/// The error and its causes on one line.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The number at the end of `projects/p/secrets/s/versions/N`.
@@ -338,7 +329,7 @@ impl KeyProvider for GcpProvider {
             Ok(access) => self.data_key(key_id, access, None),
             // `latest` is the most recently created version whatever its
             // state: fall back to the newest enabled one.
-            Err(e) if e.kind == Kind::NotEnabled => self.newest_enabled(key_id).await,
+            Err(e) if e.kind() == Failure::Disabled => self.newest_enabled(key_id).await,
             Err(e) => Err(e.into_error(key_id, None)),
         }
     }
@@ -347,7 +338,7 @@ impl KeyProvider for GcpProvider {
         let n =
             secret_version(version).ok_or_else(|| Error::key_not_found(key_id, Some(version)))?;
         let access = self.access(key_id, &n.to_string()).await.map_err(|e| {
-            if e.kind == Kind::NotEnabled {
+            if e.kind() == Failure::Disabled {
                 tracing::warn!(
                     target: "kms::gcp",
                     key_id = %key_id,
@@ -420,9 +411,7 @@ impl KeyProvider for GcpProvider {
             .set_name(&name)
             .send()
             .await
-            .map_err(|e| {
-                CallError::from_client(format!("get {name}"), e).into_error(key_id, None)
-            })?;
+            .map_err(|e| call::classify(format!("get {name}"), e).into_error(key_id, None))?;
         let versions = self
             .list(key_id)
             .await
@@ -459,9 +448,9 @@ impl KeyProvider for GcpProvider {
             .send()
             .await;
         if let Err(e) = claim {
-            let e = CallError::from_client(format!("claim the rotation of {name}"), e);
+            let e = call::classify(format!("claim the rotation of {name}"), e);
             // FAILED_PRECONDITION: the etag changed, another writer claimed first.
-            if e.kind == Kind::NotEnabled {
+            if e.kind() == Failure::Disabled {
                 tracing::info!(
                     target: "kms::gcp",
                     key_id = %key_id,
@@ -484,10 +473,12 @@ impl KeyProvider for GcpProvider {
         _live: &LiveVersions,
     ) -> Result<DataKey> {
         let listed = match self.add_version(key_id, &material).await {
-            Err(e) if e.kind == Kind::NotFound => match self.create_secret(key_id).await {
+            Err(e) if e.kind() == Failure::NotFound => match self.create_secret(key_id).await {
                 // Created here, or by another writer just now.
                 Ok(()) => self.add_version(key_id, &material).await,
-                Err(e) if e.kind == Kind::Exists => self.add_version(key_id, &material).await,
+                Err(e) if e.kind() == Failure::Conflict => {
+                    self.add_version(key_id, &material).await
+                }
                 Err(e) => Err(e),
             },
             added => added,
@@ -505,7 +496,7 @@ impl KeyProvider for GcpProvider {
                     .set_name(&name)
                     .send()
                     .await
-                    .map_err(|e| CallError::from_client(format!("get {name}"), e))
+                    .map_err(|e| call::classify(format!("get {name}"), e))
             },
             self.list(key_id),
         );

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kms_core::provider_support;
 use kms_core::settings::{self, BareUnit, parse_bool, parse_duration};
 use kms_core::{Error, Result};
 use secrecy::{ExposeSecret, SecretString};
@@ -236,8 +237,12 @@ impl VaultProviderBuilder {
             ));
         }
 
-        let approle = match (self.role_id, self.secret_id) {
-            (Some(role_id), Some(secret_id)) => {
+        let approle = match provider_support::paired(
+            ("VAULT_ROLE_ID", self.role_id),
+            ("VAULT_SECRET_ID", self.secret_id),
+            "AppRole login needs both",
+        )? {
+            Some((role_id, secret_id)) => {
                 check_header_value("VAULT_ROLE_ID", role_id.expose_secret().trim())?;
                 Some(AppRole {
                     mount: approle_mount,
@@ -245,19 +250,7 @@ impl VaultProviderBuilder {
                     secret_id,
                 })
             }
-            (Some(_), None) => {
-                return Err(Error::config(
-                    "VAULT_SECRET_ID",
-                    "is not set, but VAULT_ROLE_ID is: AppRole login needs both",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(Error::config(
-                    "VAULT_ROLE_ID",
-                    "is not set, but VAULT_SECRET_ID is: AppRole login needs both",
-                ));
-            }
-            (None, None) => None,
+            None => None,
         };
         let token = match (&approle, &self.token) {
             (Some(_), _) => String::new(),
@@ -278,14 +271,13 @@ impl VaultProviderBuilder {
             Some(path) => vec![check_ca_file(path)?],
             None => Vec::new(),
         };
-        if address.scheme() == "http" {
-            tracing::warn!(
-                target: "kms::vault",
-                address = %address,
-                "VAULT_ADDR uses plain http: the Vault token and the encryption keys cross the network \
-                 unencrypted; use https outside local development"
-            );
-        } else if self.skip_verify {
+        let plain = provider_support::warn_plain_http(
+            crate::PROVIDER,
+            "VAULT_ADDR",
+            address.as_str(),
+            "the Vault token and the encryption keys",
+        );
+        if !plain && self.skip_verify {
             tracing::warn!(
                 target: "kms::vault",
                 address = %address,

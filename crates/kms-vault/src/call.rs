@@ -2,167 +2,87 @@
 //!
 //! vaultrs errors are not kept verbatim: some of its variants carry the raw
 //! response body (`ResponseParseError { content }`), which for a KV read is
-//! the key itself and for `auth/token/lookup-self` is the token. A
-//! [`CallError`] keeps only the operation, the HTTP status, Vault's own error
-//! messages and, for transport failures, the underlying network error.
+//! the key itself and for `auth/token/lookup-self` is the token. The
+//! [`CallError`] made here keeps only the operation, the HTTP status,
+//! Vault's own error messages and, for transport failures, the underlying
+//! network error. What a failure then means for the caller is
+//! `kms_core::provider_support`'s job.
 
-use std::fmt;
-
-use kms_core::{BoxError, Error, KeyId, KeyVersion};
+use kms_core::provider_support::{CallError, Failure};
 use rustify::errors::ClientError as HttpError;
 use vaultrs::error::ClientError;
 
 use crate::PROVIDER;
 
-/// What a failed Vault call means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// 401/403: bad, expired or revoked token, or a policy that does not allow the path.
-    Denied,
-    /// 404: no such path, version, or the version is deleted or destroyed.
-    NotFound,
-    /// 400 "check-and-set parameter did not match the current version".
-    CasMismatch,
-    /// Unreachable, timed out, 429, 5xx (503: sealed), 412 (not yet replicated).
-    Unavailable,
-    /// Anything else: an answer this crate does not understand.
-    Unexpected,
-}
-
-/// A failed Vault call, without response bodies.
-#[derive(Debug)]
-pub(crate) struct CallError {
-    pub(crate) kind: Kind,
-    /// The HTTP status, when the server answered.
-    pub(crate) status: Option<u16>,
-    /// What was being done, e.g. `read secret/boosterbeacon/encryption-keys/default`.
-    what: String,
-    /// What went wrong, e.g. `HTTP 403: permission denied`.
-    detail: String,
-    /// The transport error, for network failures.
-    source: Option<BoxError>,
-}
-
-impl fmt::Display for CallError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "vault: {}: {}", self.what, self.detail)
+/// Classifies a vaultrs error from doing `what`.
+pub(crate) fn classify(what: impl Into<String>, err: ClientError) -> CallError {
+    let what = what.into();
+    match err {
+        ClientError::APIError { code, errors } => from_status(what, code, &errors),
+        ClientError::RestClientError { source } => from_http(what, source),
+        ClientError::JsonParseError { source } => {
+            CallError::new(PROVIDER, Failure::Unexpected, what, parse_detail(&source))
+        }
+        ClientError::ResponseEmptyError | ClientError::ResponseDataEmptyError => CallError::new(
+            PROVIDER,
+            Failure::Unexpected,
+            what,
+            "the response had no data",
+        ),
+        other => CallError::new(PROVIDER, Failure::Unexpected, what, other.to_string()),
     }
 }
 
-impl std::error::Error for CallError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+fn from_http(what: String, err: HttpError) -> CallError {
+    match err {
+        HttpError::ServerResponseError { code, .. } => from_status(what, code, &[]),
+        HttpError::RequestError { source, .. } => {
+            CallError::new(PROVIDER, Failure::Unavailable, what, "the request failed")
+                .with_source(source)
+        }
+        HttpError::ResponseError { source } => CallError::new(
+            PROVIDER,
+            Failure::Unavailable,
+            what,
+            "reading the response failed",
+        )
+        .with_source(source),
+        HttpError::ResponseParseError { source, .. } => {
+            let detail = source
+                .downcast_ref::<serde_json::Error>()
+                .map_or_else(|| "the response is not JSON".to_owned(), parse_detail);
+            CallError::new(PROVIDER, Failure::Unexpected, what, detail)
+        }
+        HttpError::ResponseConversionError { .. } => CallError::new(
+            PROVIDER,
+            Failure::Unexpected,
+            what,
+            "the response is not UTF-8 text",
+        ),
+        other => CallError::new(PROVIDER, Failure::Unexpected, what, other.to_string()),
     }
 }
 
-impl CallError {
-    /// An error this crate raises itself (no SDK error behind it).
-    pub(crate) fn new(kind: Kind, what: impl Into<String>, detail: impl Into<String>) -> Self {
-        CallError {
-            kind,
-            status: None,
-            what: what.into(),
-            detail: detail.into(),
-            source: None,
-        }
-    }
-
-    /// What went wrong, without the operation.
-    pub(crate) fn detail(&self) -> &str {
-        &self.detail
-    }
-
-    /// The same failure with another meaning and explanation (status and source kept).
-    pub(crate) fn reclassify(self, kind: Kind, detail: impl Into<String>) -> Self {
-        CallError {
-            kind,
-            detail: detail.into(),
-            ..self
-        }
-    }
-
-    /// Classifies a vaultrs error from doing `what`.
-    pub(crate) fn from_client(what: impl Into<String>, err: ClientError) -> Self {
-        let what = what.into();
-        match err {
-            ClientError::APIError { code, errors } => Self::from_status(what, code, &errors),
-            ClientError::RestClientError { source } => Self::from_http(what, source),
-            ClientError::JsonParseError { source } => {
-                Self::new(Kind::Unexpected, what, parse_detail(&source))
-            }
-            ClientError::ResponseEmptyError | ClientError::ResponseDataEmptyError => {
-                Self::new(Kind::Unexpected, what, "the response had no data")
-            }
-            other => Self::new(Kind::Unexpected, what, other.to_string()),
-        }
-    }
-
-    fn from_http(what: String, err: HttpError) -> Self {
-        match err {
-            HttpError::ServerResponseError { code, .. } => Self::from_status(what, code, &[]),
-            HttpError::RequestError { source, .. } => CallError {
-                source: Some(source.into()),
-                ..Self::new(Kind::Unavailable, what, "the request failed")
-            },
-            HttpError::ResponseError { source } => CallError {
-                source: Some(source.into()),
-                ..Self::new(Kind::Unavailable, what, "reading the response failed")
-            },
-            HttpError::ResponseParseError { source, .. } => {
-                let detail = source
-                    .downcast_ref::<serde_json::Error>()
-                    .map_or_else(|| "the response is not JSON".to_owned(), parse_detail);
-                Self::new(Kind::Unexpected, what, detail)
-            }
-            HttpError::ResponseConversionError { .. } => {
-                Self::new(Kind::Unexpected, what, "the response is not UTF-8 text")
-            }
-            other => Self::new(Kind::Unexpected, what, other.to_string()),
-        }
-    }
-
-    /// Classifies an HTTP status with Vault's `errors` messages.
-    pub(crate) fn from_status(what: String, code: u16, errors: &[String]) -> Self {
-        let messages = errors.join("; ");
-        let kind = match code {
-            401 | 403 => Kind::Denied,
-            404 => Kind::NotFound,
-            400 if messages.contains("check-and-set") => Kind::CasMismatch,
-            // 412: Vault Enterprise's "not yet replicated" precondition; 429:
-            // rate limited or an unready standby; 472/473: DR/performance
-            // standby; 5xx: sealed (503), uninitialized (501), server errors.
-            412 | 429 | 472 | 473 | 500..=599 => Kind::Unavailable,
-            _ => Kind::Unexpected,
-        };
-        let detail = if messages.is_empty() {
-            format!("HTTP {code}")
-        } else {
-            format!("HTTP {code}: {messages}")
-        };
-        CallError {
-            status: Some(code),
-            ..Self::new(kind, what, detail)
-        }
-    }
-
-    /// The `kms` error for this failure of an operation on `key_id`
-    /// (`version` when a specific version was asked for).
-    pub(crate) fn into_error(self, key_id: &KeyId, version: Option<&KeyVersion>) -> Error {
-        match self.kind {
-            Kind::Denied => Error::access_denied(PROVIDER, self),
-            Kind::NotFound => Error::key_not_found(key_id, version),
-            Kind::CasMismatch => Error::Conflict {
-                key_id: key_id.to_string(),
-            },
-            Kind::Unavailable => Error::unavailable(PROVIDER, self),
-            Kind::Unexpected => Error::Provider {
-                provider: PROVIDER,
-                message: self.to_string(),
-            },
-        }
-    }
+/// Classifies an HTTP status with Vault's `errors` messages.
+pub(crate) fn from_status(what: String, code: u16, errors: &[String]) -> CallError {
+    let messages = errors.join("; ");
+    let kind = match code {
+        401 | 403 => Failure::Denied,
+        404 => Failure::NotFound,
+        // "check-and-set parameter did not match the current version".
+        400 if messages.contains("check-and-set") => Failure::Conflict,
+        // 412: Vault Enterprise's "not yet replicated" precondition; 429:
+        // rate limited or an unready standby; 472/473: DR/performance
+        // standby; 5xx: sealed (503), uninitialized (501), server errors.
+        412 | 429 | 472 | 473 | 500..=599 => Failure::Unavailable,
+        _ => Failure::Unexpected,
+    };
+    let detail = if messages.is_empty() {
+        format!("HTTP {code}")
+    } else {
+        format!("HTTP {code}: {messages}")
+    };
+    CallError::new(PROVIDER, kind, what, detail).with_status(code)
 }
 
 /// A JSON error's position and category, without its message: serde's
@@ -178,7 +98,8 @@ fn parse_detail(e: &serde_json::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use kms_core::{Error, KeyId, KeyVersion};
+
     use super::*;
 
     fn api(code: u16, errors: &[&str]) -> ClientError {
@@ -251,7 +172,7 @@ mod tests {
             ),
         ];
         for (err, text, temporary) in cases {
-            let e = CallError::from_client("read x", err).into_error(&key(), None);
+            let e = classify("read x", err).into_error(&key(), None);
             assert_eq!(e.to_string(), text);
             assert_eq!(e.is_temporary(), temporary, "{e:?}");
         }
@@ -260,7 +181,7 @@ mod tests {
     #[test]
     fn the_source_keeps_status_and_vault_messages() {
         use std::error::Error as _;
-        let e = CallError::from_client(
+        let e = classify(
             "read secret/boosterbeacon/encryption-keys/default",
             api(403, &["permission denied"]),
         )
@@ -284,21 +205,21 @@ mod tests {
                 content: Some(body.to_owned()),
             },
         };
-        let e = CallError::from_client("read x", err).into_error(&key(), None);
+        let e = classify("read x", err).into_error(&key(), None);
         for text in [e.to_string(), format!("{e:?}"), format!("{e:#?}")] {
             assert!(!text.contains("00112233"), "{text}");
             assert!(!text.contains("SECRETTOKEN"), "{text}");
         }
         assert!(matches!(e, Error::Provider { .. }));
 
-        let e = CallError::from_client("read x", server(404, body)).into_error(&key(), None);
+        let e = classify("read x", server(404, body)).into_error(&key(), None);
         assert!(!format!("{e:?}").contains("SECRETTOKEN"));
     }
 
     #[test]
     fn not_found_names_the_version() {
         let v = KeyVersion::from(7);
-        let e = CallError::from_client("read x", api(404, &[])).into_error(&key(), Some(&v));
+        let e = classify("read x", api(404, &[])).into_error(&key(), Some(&v));
         assert!(
             matches!(&e, Error::KeyNotFound { key_id, version } if key_id == "default" && version.as_deref() == Some("7"))
         );

@@ -25,7 +25,9 @@ use zeroize::Zeroizing;
 
 use crate::PROVIDER;
 use crate::builder::VaultProviderBuilder;
-use crate::call::{CallError, Kind};
+use kms_core::provider_support::{CallError, Failure, describe_chain};
+
+use crate::call;
 use crate::endpoints;
 
 /// AppRole credentials, kept to log in again when the token expires.
@@ -129,7 +131,7 @@ impl VaultProvider {
         };
         if provider.approle.is_some() {
             provider.log_in(0).await.map_err(|e| {
-                if e.status == Some(404) {
+                if e.status() == Some(404) {
                     Error::config("VAULT_APPROLE_MOUNT", e.to_string())
                 } else {
                     e.into_error(&KeyId::default(), None)
@@ -175,15 +177,15 @@ impl VaultProvider {
         )
         .await
         .map_err(|e| {
-            let e = CallError::from_client(what, e);
-            match e.status {
+            let e = call::classify(what, e);
+            match e.status() {
                 // Vault answers 400 "invalid role or secret ID" to bad credentials.
                 Some(400) => {
                     let detail = format!("the AppRole credentials were refused ({})", e.detail());
-                    e.reclassify(Kind::Denied, detail)
+                    e.reclassify(Failure::Denied, detail)
                 }
                 Some(404) => e.reclassify(
-                    Kind::Unexpected,
+                    Failure::Unexpected,
                     "no AppRole auth method is mounted there (HTTP 404)",
                 ),
                 _ => e,
@@ -225,7 +227,7 @@ impl VaultProvider {
     {
         let (client, generation) = self.session();
         match op(client.clone()).await {
-            Err(e) if e.kind == Kind::Denied && self.approle.is_some() => {
+            Err(e) if e.kind() == Failure::Denied && self.approle.is_some() => {
                 if self.token_still_valid(&client, generation).await {
                     // A policy refusal, not an expired token: a new login
                     // would not help and would leave a token behind.
@@ -288,10 +290,12 @@ impl VaultProvider {
                     .path(path)
                     .version(version)
                     .build()
-                    .map_err(|e| CallError::new(Kind::Unexpected, what.clone(), e.to_string()))?;
+                    .map_err(|e| {
+                        CallError::new(PROVIDER, Failure::Unexpected, what.clone(), e.to_string())
+                    })?;
                 vaultrs::api::exec_with_result(&*client, endpoint)
                     .await
-                    .map_err(|e| CallError::from_client(what, e))
+                    .map_err(|e| call::classify(what, e))
             }
         })
         .await
@@ -306,7 +310,7 @@ impl VaultProvider {
             async move {
                 vaultrs::kv2::read_metadata(&*client, &self.mount, &path)
                     .await
-                    .map_err(|e| CallError::from_client(what, e))
+                    .map_err(|e| call::classify(what, e))
             }
         })
         .await
@@ -354,12 +358,12 @@ impl VaultProvider {
             .call_once(|client| async move {
                 vaultrs::kv2::config::read(&*client, &self.mount)
                     .await
-                    .map_err(|e| CallError::from_client(what, e))
+                    .map_err(|e| call::classify(what, e))
             })
             .await;
         let read = match read {
             Ok(config) => Ok(Some(config.max_versions)),
-            Err(e) if matches!(e.kind, Kind::Denied | Kind::NotFound) => {
+            Err(e) if matches!(e.kind(), Failure::Denied | Failure::NotFound) => {
                 tracing::debug!(
                     target: "kms::vault",
                     mount = %self.mount,
@@ -442,7 +446,7 @@ impl VaultProvider {
                     },
                 )
                 .await
-                .map_err(|e| CallError::from_client(what, e))
+                .map_err(|e| call::classify(what, e))
             })
             .await;
         match raised {
@@ -456,7 +460,7 @@ impl VaultProvider {
                 );
                 Ok(())
             }
-            Err(e) if e.kind == Kind::Denied && fits => {
+            Err(e) if e.kind() == Failure::Denied && fits => {
                 tracing::warn!(
                     target: "kms::vault",
                     key_id = %key_id,
@@ -466,7 +470,7 @@ impl VaultProvider {
                 self.audit_eviction(key_id, &listed, live, max);
                 Ok(())
             }
-            Err(e) if e.kind == Kind::Denied => {
+            Err(e) if e.kind() == Failure::Denied => {
                 let keeps = match max {
                     Some(m) => format!("it keeps {m} versions"),
                     None => format!(
@@ -535,7 +539,7 @@ impl VaultProvider {
     ) -> Result<Option<DataKey>> {
         let meta = match self.read_metadata(key_id).await {
             Ok(meta) => Some(meta),
-            Err(e) if e.kind == Kind::NotFound && material.is_some() => None,
+            Err(e) if e.kind() == Failure::NotFound && material.is_some() => None,
             Err(e) => return Err(e.into_error(key_id, None)),
         };
         let current = meta.as_ref().map_or(0, |m| m.current_version);
@@ -551,7 +555,7 @@ impl VaultProvider {
             0 => None,
             _ => match self.read(key_id, Some(current)).await {
                 Ok(read) => description_of(&read),
-                Err(e) if e.kind == Kind::NotFound => None,
+                Err(e) if e.kind() == Failure::NotFound => None,
                 Err(e) => return Err(e.into_error(key_id, None)),
             },
         };
@@ -588,13 +592,13 @@ impl VaultProvider {
                         SetSecretRequestOptions { cas },
                     )
                     .await
-                    .map_err(|e| CallError::from_client(what, e))
+                    .map_err(|e| call::classify(what, e))
                 }
             })
             .await
         {
             Ok(written) => written,
-            Err(e) if e.kind == Kind::CasMismatch => {
+            Err(e) if e.kind() == Failure::Conflict => {
                 tracing::info!(
                     target: "kms::vault",
                     key_id = %key_id,
@@ -629,11 +633,11 @@ impl VaultProvider {
             vaultrs::api::exec_with_no_result(&*client, endpoints::Health)
                 .await
                 .map_err(|e| {
-                    let e = CallError::from_client("GET sys/health", e);
-                    match e.status {
+                    let e = call::classify("GET sys/health", e);
+                    match e.status() {
                         Some(503) => "Vault is sealed (sys/health: HTTP 503)".to_owned(),
                         Some(501) => "Vault is not initialized (sys/health: HTTP 501)".to_owned(),
-                        _ => describe(&e),
+                        _ => describe_chain(&e),
                     }
                 })?;
         if health.sealed {
@@ -647,29 +651,17 @@ impl VaultProvider {
             vaultrs::api::exec_with_result(&*client, endpoints::LookupSelf)
                 .await
                 .map(|_| ())
-                .map_err(|e| CallError::from_client("GET auth/token/lookup-self", e))
+                .map_err(|e| call::classify("GET auth/token/lookup-self", e))
         })
         .await
-        .map_err(|e| match e.kind {
-            Kind::Denied => format!(
+        .map_err(|e| match e.kind() {
+            Failure::Denied => format!(
                 "Vault refused the token (Access denied to encryption key): {}",
-                describe(&e)
+                describe_chain(&e)
             ),
-            _ => describe(&e),
+            _ => describe_chain(&e),
         })
     }
-}
-
-/// The error and its causes on one line (never a credential: see `call.rs`).
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// A copy of `client` that sends `token` (none when empty), sharing its
@@ -898,7 +890,7 @@ impl KeyProvider for VaultProvider {
         let description = match latest {
             Ok(read) => description_of(&read),
             // The current version is deleted: the metadata says so below.
-            Err(e) if e.kind == Kind::NotFound => None,
+            Err(e) if e.kind() == Failure::NotFound => None,
             Err(e) => return Err(e.into_error(key_id, None)),
         };
         let versions = list_versions(&meta);
@@ -943,7 +935,6 @@ impl KeyProvider for VaultProvider {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use proptest::prelude::*;
 
