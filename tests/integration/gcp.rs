@@ -224,7 +224,7 @@ async fn gcp_rotation_disable_and_destroy() {
     );
     let err = p.key_version(&id, &v2).await.unwrap_err();
     assert!(
-        matches!(&err, Error::KeyNotFound { version: Some(v), .. } if v == "2"),
+        matches!(&err, Error::KeyNotFound { version: Some(v), .. } if *v == "2"),
         "{err:?}"
     );
     let fresh = kms_from(&vars).await;

@@ -130,12 +130,14 @@ impl AwsProvider {
             return Ok(k.clone());
         }
         let info = self.describe_parameter(key_id).await?;
-        info.kms_key_id.ok_or_else(|| Error::Provider {
-            provider: PROVIDER,
-            message: format!(
-                "{} has no KMS key id (is it a SecureString?)",
-                self.parameter_name(key_id)
-            ),
+        info.kms_key_id.ok_or_else(|| {
+            Error::provider(
+                PROVIDER,
+                format!(
+                    "{} has no KMS key id (is it a SecureString?)",
+                    self.parameter_name(key_id)
+                ),
+            )
         })
     }
 
@@ -147,10 +149,7 @@ impl AwsProvider {
             .option("Equals")
             .values(&name)
             .build()
-            .map_err(|e| Error::Provider {
-                provider: PROVIDER,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::provider(PROVIDER, e.to_string()))?;
         let out = self
             .ssm
             .describe_parameters()
@@ -162,7 +161,7 @@ impl AwsProvider {
             .parameters()
             .iter()
             .find(|p| p.name() == Some(name.as_str()))
-            .ok_or_else(|| Error::key_not_found(key_id, None::<&str>))?;
+            .ok_or_else(|| Error::key_not_found(key_id, None))?;
         Ok(ParameterInfo {
             version: p.version(),
             kms_key_id: p.key_id().map(str::to_owned),
@@ -198,10 +197,9 @@ impl AwsProvider {
                     e.into_error(key_id, version)
                 }
             })?;
-        let mut parameter = out.parameter.ok_or_else(|| Error::Provider {
-            provider: PROVIDER,
-            message: "GetParameter returned no parameter".into(),
-        })?;
+        let mut parameter = out
+            .parameter
+            .ok_or_else(|| Error::provider(PROVIDER, "GetParameter returned no parameter"))?;
         let value = Zeroizing::new(parameter.value.take().unwrap_or_default());
         if parameter.r#type() != Some(&ParameterType::SecureString) {
             tracing::warn!(
@@ -252,7 +250,7 @@ impl AwsProvider {
             }
         }
         if entries.is_empty() {
-            return Err(Error::key_not_found(key_id, None::<&str>));
+            return Err(Error::key_not_found(key_id, None));
         }
         entries.sort_by_key(|e| e.version);
         Ok(entries)
@@ -282,10 +280,10 @@ impl AwsProvider {
             // A new parameter: SSM's default key for SecureStrings (`alias/aws/ssm`).
             (None, None) if info.version == 0 => None,
             (None, None) => {
-                return Err(Error::Provider {
-                    provider: PROVIDER,
-                    message: format!("{name} has no KMS key id (is it a SecureString?)"),
-                });
+                return Err(Error::provider(
+                    PROVIDER,
+                    format!("{name} has no KMS key id (is it a SecureString?)"),
+                ));
             }
         };
         if let Some(k) = &kms_key {
@@ -319,7 +317,7 @@ impl AwsProvider {
                 let e = call::classify("SSM PutParameter", e);
                 return Err(if e.is_code("ParameterAlreadyExists") {
                     Error::Conflict {
-                        key_id: key_id.to_string(),
+                        key_id: key_id.clone(),
                     }
                 } else if e.is_code("ParameterMaxVersionLimitExceeded") {
                     self.refused_eviction(key_id, &e).await
@@ -365,8 +363,8 @@ impl AwsProvider {
         };
         let refuse = |detail: String| Error::RetentionExhausted {
             provider: PROVIDER,
-            key_id: key_id.to_string(),
-            oldest_live: oldest.version.to_string(),
+            key_id: key_id.clone(),
+            oldest_live: Some(oldest.version.clone()),
             max_versions: Some(SSM_MAX_VERSIONS),
             detail,
         };
@@ -396,10 +394,10 @@ impl AwsProvider {
                     );
                 }
                 Ok(_) => {
-                    return Err(Error::Provider {
-                        provider: PROVIDER,
-                        message: format!("SSM refused the label {LIVE_LABEL} as invalid"),
-                    });
+                    return Err(Error::provider(
+                        PROVIDER,
+                        format!("SSM refused the label {LIVE_LABEL} as invalid"),
+                    ));
                 }
                 Err(e) => {
                     let e = call::classify("SSM LabelParameterVersion", e);
@@ -440,14 +438,15 @@ impl AwsProvider {
     /// version and its labels.
     async fn refused_eviction(&self, key_id: &KeyId, e: &CallError) -> Error {
         let oldest = self.history(key_id).await.ok().and_then(|h| {
-            h.into_iter()
-                .next()
-                .map(|e| (e.version.to_string(), e.labels.join(", ")))
+            h.into_iter().next().map(|e| {
+                let version = u64::try_from(e.version).ok().map(KeyVersion::from);
+                (version, e.labels.join(", "))
+            })
         });
-        let (version, labels) = oldest.unwrap_or_else(|| ("?".into(), String::new()));
+        let (version, labels) = oldest.unwrap_or_default();
         Error::RetentionExhausted {
             provider: PROVIDER,
-            key_id: key_id.to_string(),
+            key_id: key_id.clone(),
             oldest_live: version,
             max_versions: Some(SSM_MAX_VERSIONS),
             detail: format!(
@@ -498,10 +497,8 @@ impl AwsProvider {
             .unwrap_or_default();
         let material = KeyMaterial::from_slice(&bytes);
         bytes.zeroize();
-        material.map_err(|_| Error::Provider {
-            provider: PROVIDER,
-            message: "KMS GenerateRandom did not return 32 bytes".into(),
-        })
+        material
+            .map_err(|_| Error::provider(PROVIDER, "KMS GenerateRandom did not return 32 bytes"))
     }
 }
 
@@ -665,7 +662,7 @@ impl KeyProvider for AwsProvider {
         let history = self.history(key_id).await?;
         let mut meta = KeyMetadata::new(key_id.clone(), PROVIDER);
         let (Some(first), Some(last)) = (history.first(), history.last()) else {
-            return Err(Error::key_not_found(key_id, None::<&str>));
+            return Err(Error::key_not_found(key_id, None));
         };
         meta.created_at = first.modified;
         if history.len() > 1 {

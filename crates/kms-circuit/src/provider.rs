@@ -5,9 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use kms_core::provider_support::describe_chain;
 use kms_core::{
-    Cause, DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
-    LiveVersions, Result, VersionInfo,
+    DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
+    LiveVersions, Result, Retry, VersionInfo,
 };
 
 use crate::breaker::{Breaker, CircuitState, Rejection};
@@ -31,10 +32,11 @@ const CIRCUIT_OPEN_HEALTH: &str = "circuit breaker open after repeated failures"
 ///    invalid key, ...) is returned at once.
 /// 3. **Circuit breaker** (failsafe's state machine, consecutive-failures
 ///    policy) around the whole retried call. A call counts as a failure when
-///    it ends, after its retries, with the provider unreachable
-///    (`Error::Unavailable`: down, throttling, timed out). Anything else,
-///    including a permanent error or a `Conflict`, means the provider
-///    answered and counts as a success. After
+///    it ends, after its retries, with an error to retry after a back-off
+///    ([`Retry::AfterBackoff`], that is `Error::Unavailable`: down,
+///    throttling, timed out). Anything else, including a permanent error or
+///    one to retry at once (a `Conflict`), means the provider answered and
+///    counts as a success. After
 ///    [`failure_threshold`](ResilienceConfig::failure_threshold) failures in
 ///    a row the circuit opens: calls fail at once with `Error::Unavailable`
 ///    (cause "circuit breaker open") without reaching the provider. After
@@ -150,7 +152,7 @@ impl ResilientProvider {
                         retry,
                         retries,
                         wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                        error = %Chain(&e),
+                        error = %describe_chain(&e),
                         "temporary error, retrying"
                     );
                     tokio::time::sleep(wait).await;
@@ -163,10 +165,7 @@ impl ResilientProvider {
     fn timed_out(&self) -> Error {
         Error::unavailable(
             self.inner.name(),
-            Cause(format!(
-                "timed out after {} ms",
-                self.config.timeout.as_millis()
-            )),
+            format!("timed out after {} ms", self.config.timeout.as_millis()),
         )
     }
 
@@ -175,28 +174,15 @@ impl ResilientProvider {
             Rejection::Open => "circuit breaker open",
             Rejection::TrialInFlight => "circuit breaker half-open, trial call in flight",
         };
-        Error::unavailable(self.inner.name(), Cause(cause.to_owned()))
+        Error::unavailable(self.inner.name(), cause)
     }
 }
 
 /// Whether an error means the provider could not be reached (a breaker
-/// failure). Other errors, permanent ones and `Conflict` (a lost
-/// check-and-set race, temporary but an answer), show that it is up.
+/// failure): [`Retry::AfterBackoff`]. Other errors, permanent ones and
+/// those to retry at once (a lost check-and-set race), show that it is up.
 fn is_outage(e: &Error) -> bool {
-    e.is_temporary() && !matches!(e, Error::Conflict { .. })
-}
-
-/// An error with its cause, for logs ("KMS service unavailable: timed out after 10000 ms").
-struct Chain<'a>(&'a Error);
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        if let Some(cause) = std::error::Error::source(self.0) {
-            write!(f, ": {cause}")?;
-        }
-        Ok(())
-    }
+    e.retry() == Retry::AfterBackoff
 }
 
 #[async_trait]
@@ -262,10 +248,10 @@ impl KeyProvider for ResilientProvider {
             async move {
                 match material {
                     Some(material) => self.inner.import(key_id, material, live).await,
-                    None => Err(Error::Provider {
-                        provider: self.inner.name(),
-                        message: "an import was attempted twice".into(),
-                    }),
+                    None => Err(Error::provider(
+                        self.inner.name(),
+                        "an import was attempted twice",
+                    )),
                 }
             }
         })

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kms_core::{
-    Cause, DataKey, Error, HealthStatus, KeyId, KeyMetadata, KeyProvider, KeyVersion, LiveVersions,
+    DataKey, Error, HealthStatus, KeyId, KeyMetadata, KeyProvider, KeyVersion, LiveVersions,
     Result, VersionInfo,
 };
 use kms_testing::capture::observe;
@@ -614,7 +614,7 @@ struct DownWithHealthNote;
 
 impl DownWithHealthNote {
     fn down<T>() -> Result<T> {
-        Err(Error::unavailable("noted", Cause("down".into())))
+        Err(Error::unavailable("noted", "down"))
     }
 }
 

@@ -85,10 +85,8 @@ fn print_json<T: Serialize>(message: Option<&str>, data: T) -> Result<(), Error>
         message,
         data,
     };
-    let text = serde_json::to_string_pretty(&body).map_err(|e| Error::Provider {
-        provider: "cli",
-        message: format!("cannot encode JSON: {e}"),
-    })?;
+    let text = serde_json::to_string_pretty(&body)
+        .map_err(|e| Error::provider("cli", format!("cannot encode JSON: {e}")))?;
     write_stdout(format!("{text}\n").as_bytes())
 }
 
@@ -108,10 +106,7 @@ fn read_stdin() -> Result<Vec<u8>, Error> {
 }
 
 fn io_error(stream: &str, e: &std::io::Error) -> Error {
-    Error::Provider {
-        provider: "cli",
-        message: format!("cannot use {stream}: {e}"),
-    }
+    Error::provider("cli", format!("cannot use {stream}: {e}"))
 }
 
 /// Logs to stderr, filtered by LOG_LEVEL/KMS_DEBUG; JSON lines when

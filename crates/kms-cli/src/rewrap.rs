@@ -49,10 +49,7 @@ pub(crate) struct RewrapArgs {
 }
 
 fn io_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
-    Error::Provider {
-        provider: "cli",
-        message: format!("cannot {what} {}: {e}", path.display()),
-    }
+    Error::provider("cli", format!("cannot {what} {}: {e}", path.display()))
 }
 
 /// The metadata of an open standard stream (`fstat`), if it can be read.

@@ -20,10 +20,7 @@ pub(crate) struct ServeArgs {
 }
 
 fn io_error(what: &str, e: &std::io::Error) -> Error {
-    Error::Provider {
-        provider: "cli",
-        message: format!("cannot {what}: {e}"),
-    }
+    Error::provider("cli", format!("cannot {what}: {e}"))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -63,10 +60,8 @@ pub(crate) async fn run(args: ServeArgs, dev: Option<DevKey>) -> Result<ExitCode
     } else {
         None
     };
-    let handle = kms_admin::install_prometheus().map_err(|e| Error::Provider {
-        provider: "cli",
-        message: format!("cannot install the metrics recorder: {e}"),
-    })?;
+    let handle = kms_admin::install_prometheus()
+        .map_err(|e| Error::provider("cli", format!("cannot install the metrics recorder: {e}")))?;
     let config = config.metrics(handle);
     let app = kms_admin::router(SharedKms::new(kms.clone()), config)?;
     let listener = tokio::net::TcpListener::bind(args.bind)

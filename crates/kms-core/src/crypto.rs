@@ -140,10 +140,10 @@ pub fn open_into(
     out: &mut Vec<u8>,
 ) -> Result<()> {
     if key.fingerprint() != envelope.fingerprint() {
-        return Err(Error::key_not_found(
-            envelope.key_id_str(),
-            Some(envelope.fingerprint()),
-        ));
+        return Err(Error::KeyNotFound {
+            key_id: envelope.key_id()?,
+            version: envelope.key_version().ok(),
+        });
     }
     let full_aad = associated_data(envelope.header(), aad);
     let start = out.len();

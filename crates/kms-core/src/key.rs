@@ -96,6 +96,18 @@ impl FromStr for KeyId {
     }
 }
 
+impl PartialEq<str> for KeyId {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for KeyId {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -129,12 +141,12 @@ impl KeyVersion {
     /// [`Error::Provider`] when the name is empty, too long or has another character.
     pub fn new(version: &str) -> Result<Self> {
         if !is_valid_key_version(version) {
-            return Err(Error::Provider {
-                provider: "core",
-                message: format!(
+            return Err(Error::provider(
+                "core",
+                format!(
                     "a key version must be 1 to {MAX_KEY_VERSION_LEN} characters from A-Z a-z 0-9 _ - . :"
                 ),
-            });
+            ));
         }
         Ok(KeyVersion(Arc::from(version)))
     }
@@ -156,6 +168,18 @@ impl FromStr for KeyVersion {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         KeyVersion::new(s)
+    }
+}
+
+impl PartialEq<str> for KeyVersion {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for KeyVersion {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
     }
 }
 
@@ -299,10 +323,8 @@ impl Fingerprint {
     /// [`Error::Provider`] if the text is not 16 hex characters.
     pub fn from_hex(s: &str) -> Result<Self> {
         let mut out = [0u8; FINGERPRINT_LEN];
-        hex::decode_to_slice(s, &mut out).map_err(|_| Error::Provider {
-            provider: "core",
-            message: "a key fingerprint is 16 hex characters".into(),
-        })?;
+        hex::decode_to_slice(s, &mut out)
+            .map_err(|_| Error::provider("core", "a key fingerprint is 16 hex characters"))?;
         Ok(Fingerprint(out))
     }
 }

@@ -16,7 +16,7 @@ pub mod settings;
 
 pub use aead::BACKEND_12;
 pub use async_trait::async_trait;
-pub use error::{BoxError, Cause, Error, Result, SharedError};
+pub use error::{BoxError, Error, Result, Retry, SharedError};
 pub use format::{Envelope, IvLength};
 pub use key::{DataKey, Fingerprint, KeyId, KeyMaterial, KeyVersion};
 pub use provider::{

@@ -222,7 +222,7 @@ pub async fn resolve_key(provider: &dyn KeyProvider, envelope: &Envelope<'_>) ->
         .collect();
     find_by_fingerprint(provider, &key_id, envelope.fingerprint(), &others)
         .await?
-        .ok_or_else(|| Error::key_not_found(key_id, Some(hint)))
+        .ok_or_else(|| Error::key_not_found(&key_id, Some(&hint)))
 }
 
 /// The first of `candidates` (versions of `key_id`, tried in order) whose

@@ -169,14 +169,9 @@ impl CallError {
         match self.kind {
             Failure::Denied => Error::access_denied(provider, self),
             Failure::NotFound | Failure::Disabled => Error::key_not_found(key_id, version),
-            Failure::Conflict => Error::Conflict {
-                key_id: key_id.to_string(),
-            },
+            Failure::Conflict => Error::conflict(key_id),
             Failure::Unavailable => Error::unavailable(provider, self),
-            Failure::Unexpected => Error::Provider {
-                provider,
-                message: self.to_string(),
-            },
+            Failure::Unexpected => Error::provider(provider, self),
         }
     }
 }
@@ -328,7 +323,7 @@ mod tests {
         }
         let e = failure(Failure::NotFound).into_error(&key, Some(&v));
         assert!(
-            matches!(&e, Error::KeyNotFound { version, .. } if version.as_deref() == Some("3")),
+            matches!(&e, Error::KeyNotFound { version, .. } if version.as_ref() == Some(&v)),
             "{e:?}"
         );
     }

@@ -142,7 +142,7 @@ impl EnvProvider {
         if *key_id == self.key_id {
             Ok(())
         } else {
-            Err(Error::key_not_found(key_id, None::<&str>))
+            Err(Error::key_not_found(key_id, None))
         }
     }
 }

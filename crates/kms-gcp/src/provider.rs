@@ -144,24 +144,26 @@ impl GcpProvider {
         access: AccessSecretVersionResponse,
         created_at: Option<DateTime<Utc>>,
     ) -> Result<DataKey> {
-        let number = version_number(&access.name).ok_or_else(|| Error::Provider {
-            provider: PROVIDER,
-            message: format!(
-                "the access response names no version number (name: {:?})",
-                access.name
-            ),
+        let number = version_number(&access.name).ok_or_else(|| {
+            Error::provider(
+                PROVIDER,
+                format!(
+                    "the access response names no version number (name: {:?})",
+                    access.name
+                ),
+            )
         })?;
         let payload = access.payload.unwrap_or_default();
         if let Some(crc) = payload.data_crc32c
             && crc != i64::from(crc32c::crc32c(&payload.data))
         {
-            return Err(Error::Provider {
-                provider: PROVIDER,
-                message: format!(
+            return Err(Error::provider(
+                PROVIDER,
+                format!(
                     "the payload of {} failed its CRC32C check (corrupted in transit)",
                     access.name
                 ),
-            });
+            ));
         }
         let text = std::str::from_utf8(&payload.data).map_err(|_| Error::InvalidKeyLength)?;
         let material = KeyMaterial::from_hex(text)?;
@@ -238,7 +240,7 @@ impl GcpProvider {
             .iter()
             .rev()
             .find(|v| v.enabled)
-            .ok_or_else(|| Error::key_not_found(key_id, None::<&str>))?;
+            .ok_or_else(|| Error::key_not_found(key_id, None))?;
         tracing::warn!(
             target: "kms::gcp",
             key_id = %key_id,
@@ -351,14 +353,14 @@ impl KeyProvider for GcpProvider {
         })?;
         let key = self.data_key(key_id, access, None)?;
         if key.version() != version {
-            return Err(Error::Provider {
-                provider: PROVIDER,
-                message: format!(
+            return Err(Error::provider(
+                PROVIDER,
+                format!(
                     "asked for version {n} of {}, got version {}",
                     self.secret_name(key_id),
                     key.version()
                 ),
-            });
+            ));
         }
         Ok(key)
     }

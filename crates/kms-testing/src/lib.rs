@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use kms_core::{
-    Cause, DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
+    DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
     LiveVersions, Result, VersionInfo,
 };
 
@@ -113,7 +113,7 @@ impl MemoryProvider {
     ) -> Result<Option<DataKey>> {
         let mut keys = lock(&self.keys);
         if !create && !keys.contains_key(key_id) {
-            return Err(Error::key_not_found(key_id, None::<&str>));
+            return Err(Error::key_not_found(key_id, None));
         }
         let versions = keys.entry(key_id.clone()).or_default();
         if let Some(expected) = expected
@@ -128,8 +128,8 @@ impl MemoryProvider {
             {
                 return Err(Error::RetentionExhausted {
                     provider: "memory",
-                    key_id: key_id.to_string(),
-                    oldest_live: oldest.version.to_string(),
+                    key_id: key_id.clone(),
+                    oldest_live: Some(oldest.version.clone()),
                     max_versions: Some(max),
                     detail: format!("it keeps {max} versions and cannot keep more"),
                 });
@@ -142,7 +142,7 @@ impl MemoryProvider {
         lock(&self.keys)
             .get(key_id)
             .cloned()
-            .ok_or_else(|| Error::key_not_found(key_id, None::<&str>))
+            .ok_or_else(|| Error::key_not_found(key_id, None))
     }
 }
 
@@ -155,7 +155,7 @@ impl KeyProvider for MemoryProvider {
     async fn current_key(&self, key_id: &KeyId) -> Result<DataKey> {
         self.versions_of(key_id)?
             .pop()
-            .ok_or_else(|| Error::key_not_found(key_id, None::<&str>))
+            .ok_or_else(|| Error::key_not_found(key_id, None))
     }
 
     async fn key_version(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey> {
@@ -172,7 +172,7 @@ impl KeyProvider for MemoryProvider {
     async fn rotate(&self, key_id: &KeyId, live: &LiveVersions) -> Result<DataKey> {
         self.write(key_id, None, KeyMaterial::generate(), false, live)?
             .ok_or_else(|| Error::Conflict {
-                key_id: key_id.to_string(),
+                key_id: key_id.clone(),
             })
     }
 
@@ -195,7 +195,7 @@ impl KeyProvider for MemoryProvider {
     ) -> Result<DataKey> {
         self.write(key_id, None, material, true, live)?
             .ok_or_else(|| Error::Conflict {
-                key_id: key_id.to_string(),
+                key_id: key_id.clone(),
             })
     }
 
@@ -330,14 +330,8 @@ impl FaultyProvider {
         }
         match fault {
             Fault::None => Ok(()),
-            Fault::Temporary => Err(Error::unavailable(
-                "faulty",
-                Cause("injected outage".into()),
-            )),
-            Fault::Permanent => Err(Error::access_denied(
-                "faulty",
-                Cause("injected denial".into()),
-            )),
+            Fault::Temporary => Err(Error::unavailable("faulty", "injected outage")),
+            Fault::Permanent => Err(Error::access_denied("faulty", "injected denial")),
             Fault::Hang => std::future::pending().await,
         }
     }

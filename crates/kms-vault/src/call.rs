@@ -221,7 +221,7 @@ mod tests {
         let v = KeyVersion::from(7);
         let e = classify("read x", api(404, &[])).into_error(&key(), Some(&v));
         assert!(
-            matches!(&e, Error::KeyNotFound { key_id, version } if key_id == "default" && version.as_deref() == Some("7"))
+            matches!(&e, Error::KeyNotFound { key_id, version } if key_id == "default" && version.as_ref().is_some_and(|v| v == "7"))
         );
     }
 }

@@ -339,15 +339,15 @@ impl VaultProvider {
     }
 
     fn no_key_field(&self, key_id: &KeyId, version: &KeyVersion) -> Error {
-        Error::Provider {
-            provider: PROVIDER,
-            message: format!(
+        Error::provider(
+            PROVIDER,
+            format!(
                 "the secret {}/{} (version {version}) has no string field `key` \
                  (it must hold the key as 64 hex characters)",
                 self.mount,
                 self.secret_path(key_id)
             ),
-        }
+        )
     }
 
     /// The mount's `max_versions` (`GET <mount>/config`); `None` when the
@@ -478,12 +478,10 @@ impl VaultProvider {
                         self.mount
                     ),
                 };
-                let oldest_live = live
-                    .oldest_live(&listed)
-                    .map_or_else(|| "?".to_owned(), |v| v.version.to_string());
+                let oldest_live = live.oldest_live(&listed).map(|v| v.version.clone());
                 Err(Error::RetentionExhausted {
                     provider: PROVIDER,
-                    key_id: key_id.to_string(),
+                    key_id: key_id.clone(),
                     oldest_live,
                     max_versions: max,
                     detail: format!(
@@ -559,9 +557,11 @@ impl VaultProvider {
                 Err(e) => return Err(e.into_error(key_id, None)),
             },
         };
-        let cas = u32::try_from(current).map_err(|_| Error::Provider {
-            provider: PROVIDER,
-            message: format!("version {current} is beyond what check-and-set can express"),
+        let cas = u32::try_from(current).map_err(|_| {
+            Error::provider(
+                PROVIDER,
+                format!("version {current} is beyond what check-and-set can express"),
+            )
         })?;
 
         let (material, done) = match material {
@@ -825,15 +825,15 @@ impl KeyProvider for VaultProvider {
             .await
             .map_err(|e| e.into_error(key_id, Some(version)))?;
         if read.metadata.version != n {
-            return Err(Error::Provider {
-                provider: PROVIDER,
-                message: format!(
+            return Err(Error::provider(
+                PROVIDER,
+                format!(
                     "asked for version {n} of {}/{}, got version {}",
                     self.mount,
                     self.secret_path(key_id),
                     read.metadata.version
                 ),
-            });
+            ));
         }
         self.data_key(key_id, read)
     }
@@ -850,7 +850,7 @@ impl KeyProvider for VaultProvider {
         self.rotate_cas(key_id, None, None, live)
             .await?
             .ok_or_else(|| Error::Conflict {
-                key_id: key_id.to_string(),
+                key_id: key_id.clone(),
             })
     }
 
@@ -866,7 +866,7 @@ impl KeyProvider for VaultProvider {
         self.rotate_cas(key_id, None, Some(material), live)
             .await?
             .ok_or_else(|| Error::Conflict {
-                key_id: key_id.to_string(),
+                key_id: key_id.clone(),
             })
     }
 

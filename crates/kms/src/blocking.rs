@@ -74,12 +74,8 @@ impl OwnedRuntime {
         }
         // Inside another runtime `block_on` would panic; a scoped thread has
         // no runtime context and may borrow the caller's data.
-        std::thread::scope(|s| s.spawn(|| rt.block_on(fut)).join()).map_err(|_| {
-            Error::Provider {
-                provider: "blocking",
-                message: "the operation panicked".into(),
-            }
-        })?
+        std::thread::scope(|s| s.spawn(|| rt.block_on(fut)).join())
+            .map_err(|_| Error::provider("blocking", "the operation panicked"))?
     }
 }
 

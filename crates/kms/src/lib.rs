@@ -18,7 +18,7 @@ pub use kms_circuit as circuit;
 pub use kms_core as core;
 pub use kms_core::{
     DataKey, Envelope, Error, Fingerprint, HealthStatus, IvLength, KeyId, KeyMaterial, KeyMetadata,
-    KeyProvider, KeyVersion, LiveVersions, Result, VersionInfo, format,
+    KeyProvider, KeyVersion, LiveVersions, Result, Retry, VersionInfo, format,
 };
 /// Metrics, audit events and alerts (`kms::audit`, `kms::alert`) of the provider stack.
 pub use kms_telemetry as telemetry;

@@ -223,9 +223,9 @@ impl MinVersions {
 
 fn retired(key: &DataKey, minimum: &KeyVersion) -> Error {
     Error::KeyVersionRetired {
-        key_id: key.key_id().to_string(),
-        version: key.version().to_string(),
-        minimum: minimum.to_string(),
+        key_id: key.key_id().clone(),
+        version: key.version().clone(),
+        minimum: minimum.clone(),
     }
 }
 
@@ -337,7 +337,7 @@ async fn check_rotation_inner(
     // newest enabled one, with its creation time.
     let list = lister.versions(key_id).await?;
     let Some(current) = list.iter().rev().find(|v| v.enabled) else {
-        return Err(Error::key_not_found(key_id, None::<&str>));
+        return Err(Error::key_not_found(key_id, None));
     };
     let Some(created) = current.created_at else {
         return Err(Error::Unsupported {

@@ -233,10 +233,7 @@ impl From<MigrateError> for Error {
             MigrateError::Source { source, .. }
             | MigrateError::Target { source, .. }
             | MigrateError::Import { source, .. } => source,
-            other => Error::Provider {
-                provider: "migrate",
-                message: other.to_string(),
-            },
+            other => Error::provider("migrate", other.to_string()),
         }
     }
 }
@@ -321,7 +318,7 @@ async fn plan_with(
     let loaded = load(source, key_id)
         .await
         .map_err(source_err)?
-        .ok_or_else(|| source_err(Error::key_not_found(key_id, None::<&str>)))?;
+        .ok_or_else(|| source_err(Error::key_not_found(key_id, None)))?;
     if loaded.iter().all(|(_, k)| k.is_none()) {
         return Err(MigrateError::EmptySource {
             provider: source.name(),

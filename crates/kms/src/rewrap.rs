@@ -157,10 +157,7 @@ enum Outcome {
 }
 
 fn io_error(what: &str, e: &std::io::Error) -> Error {
-    Error::Provider {
-        provider: "rewrap",
-        message: format!("cannot {what}: {e}"),
-    }
+    Error::provider("rewrap", format!("cannot {what}: {e}"))
 }
 
 /// Reads up to `n` lines.
@@ -328,10 +325,7 @@ impl Kms {
                 Ok(outcomes) => out.extend(outcomes),
                 // A panicking task: its lines are failures, the run goes on.
                 Err(_) => out.extend(lines.iter().map(|_| {
-                    Outcome::Failed(Error::Provider {
-                        provider: "rewrap",
-                        message: "the rewrap task panicked".into(),
-                    })
+                    Outcome::Failed(Error::provider("rewrap", "the rewrap task panicked"))
                 })),
             }
         }
