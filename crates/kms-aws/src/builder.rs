@@ -282,17 +282,11 @@ fn is_region_name(region: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use kms_testing::lookup;
+
     use super::*;
 
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
-
-    fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |n| {
-            vars.iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| (*v).to_string())
-        }
-    }
 
     #[test]
     fn defaults_are_the_spec_layout() {

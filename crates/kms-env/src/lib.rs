@@ -328,19 +328,13 @@ impl KeyProvider for EnvProvider {
 
 #[cfg(test)]
 mod tests {
+    use kms_testing::lookup;
+
     use super::*;
 
     const K1: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     const K2: &str = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
     const PASS: &str = "your_encryption_key_here_32_chars_minimum";
-
-    fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |n| {
-            vars.iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| (*v).to_string())
-        }
-    }
 
     #[test]
     fn hex_keys_are_used_as_is() {

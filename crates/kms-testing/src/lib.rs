@@ -17,6 +17,23 @@ use kms_core::{
 #[cfg(feature = "capture")]
 pub mod capture;
 
+/// A variable lookup over fixed pairs, for the `from_lookup` constructors of
+/// the builders (`KmsBuilder`, each provider's builder) in tests: the value
+/// of the first pair named `name`, if any.
+///
+/// ```
+/// let vars = kms_testing::lookup(&[("KMS_PROVIDER", "env")]);
+/// assert_eq!(vars("KMS_PROVIDER").as_deref(), Some("env"));
+/// assert_eq!(vars("KMS_KEY_ID"), None);
+/// ```
+pub fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -434,18 +434,11 @@ fn parse_timeout(variable: &str, value: &str) -> Result<Duration> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use kms_testing::lookup;
+
     use super::*;
 
     const TOKEN: &str = "hvs.CAESIJ-not-a-real-token-5up3r53cr3t";
-
-    fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |n| {
-            vars.iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| (*v).to_string())
-        }
-    }
 
     async fn build_err(vars: &[(&str, &str)]) -> Error {
         VaultProviderBuilder::from_lookup(lookup(vars))

@@ -702,15 +702,9 @@ pub fn parse_duration(variable: &str, value: &str) -> Result<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use kms_testing::lookup;
 
-    fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |n| {
-            vars.iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| (*v).to_string())
-        }
-    }
+    use super::*;
 
     #[test]
     fn defaults() {
