@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -9,6 +9,7 @@ use kms::{Error, KeyMaterial, Kms};
 use serde::Serialize;
 
 mod dev;
+mod logging;
 mod migrate;
 mod rewrap;
 mod serve;
@@ -109,34 +110,6 @@ fn io_error(stream: &str, e: &std::io::Error) -> Error {
     Error::provider("cli", format!("cannot use {stream}: {e}"))
 }
 
-/// Logs to stderr, filtered by LOG_LEVEL/KMS_DEBUG; JSON lines when
-/// KMS_LOG_FORMAT=json (audit events then carry every field as JSON).
-fn init_logging() -> Result<(), Error> {
-    let directive = kms::logging::filter_directive(|n| std::env::var(n).ok())?;
-    let filter = tracing_subscriber::EnvFilter::try_new(directive)
-        .map_err(|e| Error::config("LOG_LEVEL", e.to_string()))?;
-    let json = match std::env::var("KMS_LOG_FORMAT")
-        .ok()
-        .as_deref()
-        .map(str::trim)
-    {
-        None | Some("" | "text") => false,
-        Some("json") => true,
-        Some(_) => return Err(Error::config("KMS_LOG_FORMAT", "must be text or json")),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = if json {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init()
-    };
-    result.map_err(|e| Error::config("LOG_LEVEL", e.to_string()))
-}
-
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
     if let Command::GenerateKey = cli.command {
         let key = KeyMaterial::generate();
@@ -207,7 +180,7 @@ pub(crate) fn report(err: &dyn std::error::Error) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging() {
+    if let Err(e) = logging::init() {
         report(&e);
         return ExitCode::FAILURE;
     }

@@ -22,6 +22,14 @@ pub const DEFAULT_MOUNT: &str = "secret";
 /// `secret/boosterbeacon/encryption-keys/default`.
 pub const DEFAULT_PATH_PREFIX: &str = "boosterbeacon/encryption-keys";
 
+/// Log targets of the Vault client libraries (vaultrs and the rustify HTTP
+/// layer under it) that an application should switch off: they log failed
+/// HTTP calls on their own, and at trace level request details, while this
+/// provider maps and reports those errors itself. Keeping them off keeps
+/// logs free of noise and of anything a server put in a response body.
+/// `kms serve` and the CLI install their filter with these off.
+pub const QUIET_LOG_TARGETS: [&str; 2] = ["rustify", "vaultrs"];
+
 /// Default mount of the AppRole auth method (`VAULT_APPROLE_MOUNT`).
 pub const DEFAULT_APPROLE_MOUNT: &str = "approle";
 

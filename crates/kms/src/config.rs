@@ -141,7 +141,6 @@ fn millis(d: Duration) -> u64 {
 /// | `KMS_SLOW_THRESHOLD` | [`slow_threshold`](Self::slow_threshold) | 1000 (ms; slower provider calls raise the `slow_response` alert) |
 /// | `KMS_MIN_DECRYPTION_VERSION` | [`min_decryption_version`](Self::min_decryption_version) (any key id; the variable applies to `KMS_KEY_ID`) | none: every version decrypts |
 /// | `KMS_ROTATION_PERIOD` | [`rotation_period`](Self::rotation_period), [`rotation_check_interval`](Self::rotation_check_interval) | off |
-/// | `LOG_LEVEL`, `KMS_DEBUG` | (used by the CLI's logging, see [`crate::logging`]) | `info`, `false` |
 /// | `ENCRYPTION_KEY`, `ENCRYPTION_KEY_PREVIOUS` | [`env_key`](Self::env_key), [`env_previous_key`](Self::env_previous_key) | none |
 /// | `VAULT_ADDR`, `VAULT_TOKEN`, `VAULT_*`, `KMS_VAULT_*` (feature `vault`; listed in the `kms-vault` crate) | `vault` | mount `secret`, prefix `boosterbeacon/encryption-keys` |
 /// | `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_*`, `KMS_AWS_*` (feature `aws`; listed in the `kms-aws` crate) | `aws` | parameter `/boosterbeacon/encryption-keys/<KMS_KEY_ID>` |
@@ -374,7 +373,6 @@ impl KmsBuilder {
                 .and_then(IvLength::from_len)
                 .ok_or_else(|| Error::config("KMS_IV_LENGTH", "must be 12 or 16"))?;
         }
-        crate::logging::filter_directive(&lookup)?;
         #[cfg(feature = "env")]
         {
             b.env = kms_env::EnvProviderBuilder::from_lookup(&lookup)?;
@@ -726,7 +724,6 @@ mod tests {
             ("KMS_RETRY_ATTEMPTS", "0"),
             ("KMS_CACHE_TTL", "5m"),
             ("KMS_IV_LENGTH", "16"),
-            ("LOG_LEVEL", "debug"),
         ]))
         .unwrap()
         .config();
@@ -750,7 +747,6 @@ mod tests {
             ("KMS_CACHE_TTL", "5 minutes"),
             ("KMS_CACHE_TTL", "99999999999999999999"),
             ("KMS_IV_LENGTH", "8"),
-            ("LOG_LEVEL", "loud"),
         ] {
             let err = KmsBuilder::from_lookup(lookup(&[(var, val)])).unwrap_err();
             assert!(err.to_string().contains(var), "{var}={val}: {err}");

@@ -6,7 +6,6 @@ mod client;
 pub mod config;
 pub mod dotenv;
 mod lifecycle;
-pub mod logging;
 pub mod migrate;
 pub mod rewrap;
 
