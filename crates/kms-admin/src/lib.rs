@@ -27,6 +27,7 @@ pub use limit::{
     DEFAULT_SENSITIVE_PER_MINUTE, RateLimitConfig,
 };
 pub use metrics::{LATENCY_BUCKETS, install_prometheus, record_gauges};
+pub use routes::HealthReport;
 pub use state::{AdminConfig, DEFAULT_BODY_LIMIT, DEFAULT_REQUEST_TIMEOUT, SharedKms};
 
 /// The path prefix of the admin routes.

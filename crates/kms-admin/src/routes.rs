@@ -8,7 +8,8 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kms::{Error, Fingerprint, KeyId, KeyVersion, Kms, KmsBuilder, VersionInfo};
+use kms::cache::CacheStats;
+use kms::{Error, Fingerprint, HealthStatus, KeyId, KeyVersion, Kms, KmsBuilder, VersionInfo};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -76,15 +77,38 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     }
 }
 
+/// The health response: the provider stack's [`HealthStatus`] and the key
+/// cache's counters, which the cache layer owns.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthReport {
+    /// The provider stack's health, its fields at the top level.
+    #[serde(flatten)]
+    pub status: HealthStatus,
+    /// The key cache's counters, when the stack has a cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStats>,
+}
+
+impl HealthReport {
+    /// Checks the health of `kms`'s provider stack and reads its cache counters.
+    pub async fn of(kms: &Kms) -> Self {
+        HealthReport {
+            status: kms.health().await,
+            cache: kms.cache_stats(),
+        }
+    }
+}
+
 /// `GET /api/admin/kms/health`: 200 when healthy, 503 with the same data when not.
 pub(crate) async fn health(State(state): State<Arc<AdminState>>) -> Response {
     let kms = state.shared.kms();
-    let status = kms.health().await;
+    let report = HealthReport::of(&kms).await;
     let audit = key_audit(&kms);
-    if status.healthy {
-        ok(None, status, audit)
+    if report.status.healthy {
+        ok(None, report, audit)
     } else {
-        let data = serde_json::to_value(&status).unwrap_or(Value::Null);
+        let data = serde_json::to_value(&report).unwrap_or(Value::Null);
         with_audit(
             ApiError::from(Error::Unavailable {
                 provider: "kms",

@@ -147,8 +147,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             write_stdout(&plaintext)?;
         }
         Command::Health => {
-            let health = kms.health().await;
-            let healthy = health.healthy;
+            let health = kms_admin::HealthReport::of(&kms).await;
+            let healthy = health.status.healthy;
             print_json(None, health)?;
             if !healthy {
                 return Ok(ExitCode::FAILURE);

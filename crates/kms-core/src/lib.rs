@@ -20,7 +20,6 @@ pub use error::{BoxError, Error, Result, Retry, SharedError};
 pub use format::{Envelope, IvLength};
 pub use key::{DataKey, Fingerprint, KeyId, KeyMaterial, KeyVersion};
 pub use provider::{
-    CacheStats, HealthStatus, KeyMetadata, KeyProvider, VersionInfo, find_by_fingerprint,
-    resolve_key,
+    HealthStatus, KeyMetadata, KeyProvider, VersionInfo, find_by_fingerprint, resolve_key,
 };
 pub use retention::LiveVersions;

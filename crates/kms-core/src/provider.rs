@@ -393,46 +393,11 @@ pub struct HealthStatus {
     /// Circuit breaker state (`closed`, `open`, `half-open`) when one is in the stack.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit: Option<String>,
-    /// Key cache figures when a cache is in the stack.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache: Option<CacheStats>,
     /// Something an operator should act on although the provider answers
     /// (for example: the key can take fewer than two more versions before
     /// rotation is refused to protect live versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
-}
-
-/// Counters of a key cache, as reported in [`HealthStatus::cache`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct CacheStats {
-    /// Lookups answered from the cache.
-    pub hits: u64,
-    /// Lookups that had to wait for a load (concurrent misses of one entry share one load).
-    pub misses: u64,
-    /// Calls made to the provider to fill the cache.
-    pub loads: u64,
-    /// Loads that failed.
-    pub load_failures: u64,
-    /// Lookups answered with an expired current key because the provider was
-    /// unavailable (stale-if-error).
-    pub stale_served: u64,
-}
-
-impl CacheStats {
-    /// Counters with the given values.
-    #[must_use]
-    pub fn new(hits: u64, misses: u64, loads: u64, load_failures: u64, stale_served: u64) -> Self {
-        CacheStats {
-            hits,
-            misses,
-            loads,
-            load_failures,
-            stale_served,
-        }
-    }
 }
 
 impl HealthStatus {
@@ -446,7 +411,6 @@ impl HealthStatus {
             response_time: response_time_ms,
             error: None,
             circuit: None,
-            cache: None,
             warning: None,
         }
     }

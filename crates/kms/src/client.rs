@@ -4,13 +4,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use kms_cache::CachingProvider;
+use kms_cache::{CacheStats, CachingProvider};
 use kms_circuit::{CircuitState, ResilientProvider};
 use kms_core::format::{self, Envelope};
 use kms_core::retention::LOW_RETENTION;
 use kms_core::{
-    CacheStats, Error, HealthStatus, IvLength, KeyId, KeyMetadata, KeyProvider, KeyVersion,
-    LiveVersions, Result, crypto, resolve_key,
+    Error, HealthStatus, IvLength, KeyId, KeyMetadata, KeyProvider, KeyVersion, LiveVersions,
+    Result, crypto, resolve_key,
 };
 
 use kms_telemetry::AUDIT_TARGET;
