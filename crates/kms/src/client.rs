@@ -15,8 +15,8 @@ use kms_core::{
 
 use kms_telemetry::AUDIT_TARGET;
 
-use crate::config::{KmsBuilder, KmsConfig};
-use crate::lifecycle::{MinVersions, Schedule, Verdict};
+use crate::config::KmsConfig;
+use crate::lifecycle::{Lifecycle, MinVersions, Schedule, Verdict};
 
 /// Encrypts and decrypts with AES-256-GCM under keys from a provider.
 ///
@@ -61,10 +61,31 @@ pub struct Kms {
     /// Minimum decryption versions (`KMS_MIN_DECRYPTION_VERSION`), when set.
     retired: Option<Arc<MinVersions>>,
     /// Scheduled rotation (`KMS_ROTATION_PERIOD`): stops when the last clone is dropped.
-    schedule: Option<Arc<Schedule>>,
+    /// Held, never read: the task stops when the last holder drops it.
+    _schedule: Option<Arc<Schedule>>,
     /// The last retention check of `key_id` for [`Kms::health`]: when, and
     /// its warning. Shared by clones of the same key id.
     retention_checked: Arc<Mutex<Option<RetentionCheck>>>,
+}
+
+/// The provider stack a [`Kms`] is made of.
+pub(crate) struct Stack {
+    /// The top of the stack: what the client calls.
+    pub(crate) top: Arc<dyn KeyProvider>,
+    /// The cache layer, when the facade built the stack.
+    pub(crate) cache: Option<Arc<CachingProvider>>,
+    /// The resilience layer, when the facade built the stack.
+    pub(crate) circuit: Option<Arc<ResilientProvider>>,
+}
+
+impl Stack {
+    /// The stack below the key cache (the whole stack without one).
+    pub(crate) fn uncached(&self) -> Arc<dyn KeyProvider> {
+        match &self.cache {
+            Some(cache) => cache.inner().clone(),
+            None => self.top.clone(),
+        }
+    }
 }
 
 impl fmt::Debug for Kms {
@@ -78,50 +99,24 @@ impl fmt::Debug for Kms {
 }
 
 impl Kms {
-    /// A builder with the documented defaults.
-    #[must_use]
-    pub fn builder() -> KmsBuilder {
-        KmsBuilder::new()
-    }
-
-    /// Builds from the spec's environment variables (see [`KmsBuilder`]).
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming the variable at fault.
-    pub async fn from_env() -> Result<Self> {
-        KmsBuilder::from_env()?.build().await
-    }
-
     pub(crate) fn from_parts(
-        provider: Arc<dyn KeyProvider>,
-        cache: Option<Arc<CachingProvider>>,
-        circuit: Option<Arc<ResilientProvider>>,
+        stack: Stack,
         key_id: KeyId,
         iv_length: IvLength,
         config: KmsConfig,
+        lifecycle: Lifecycle,
     ) -> Self {
         Kms {
-            provider,
-            cache,
-            circuit,
+            provider: stack.top,
+            cache: stack.cache,
+            circuit: stack.circuit,
             key_id,
             iv_length,
             config: Arc::new(config),
-            retired: None,
-            schedule: None,
+            retired: lifecycle.retired,
+            _schedule: lifecycle.schedule,
             retention_checked: Arc::default(),
         }
-    }
-
-    /// Attaches the minimum decryption versions and the rotation schedule.
-    pub(crate) fn with_lifecycle(
-        mut self,
-        retired: Option<Arc<MinVersions>>,
-        schedule: Option<Arc<Schedule>>,
-    ) -> Self {
-        self.retired = retired;
-        self.schedule = schedule;
-        self
     }
 
     /// The minimum decryption version of a key, if one is configured.

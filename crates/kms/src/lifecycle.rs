@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use kms_core::{DataKey, Error, KeyId, KeyProvider, KeyVersion, LiveVersions, Result, VersionInfo};
 
-use crate::client::Kms;
-
 /// Longest wait between two checks of scheduled rotation.
 pub(crate) const MAX_ROTATION_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -40,35 +38,46 @@ impl LifecycleConfig {
             .max(Duration::from_millis(1))
     }
 
-    /// Validates the minimum versions against the provider and starts
-    /// scheduled rotation, then hands both to `kms`.
-    pub(crate) async fn attach(self, kms: Kms) -> Result<Kms> {
+    /// Validates the minimum versions against `provider` (the top of the
+    /// stack) and starts scheduled rotation of `key_id`, which rotates
+    /// through `provider` and lists versions through `lister` (the stack
+    /// below any cache).
+    pub(crate) async fn start(
+        self,
+        provider: &Arc<dyn KeyProvider>,
+        lister: Arc<dyn KeyProvider>,
+        key_id: &KeyId,
+    ) -> Result<Lifecycle> {
         let retired = if self.min_versions.is_empty() {
             None
         } else {
             Some(Arc::new(
-                MinVersions::load(kms.provider(), &self.min_versions).await?,
+                MinVersions::load(provider, &self.min_versions).await?,
             ))
         };
-        let live = LiveVersions::from_optional(
-            retired
-                .as_ref()
-                .and_then(|r| r.minimum(kms.key_id()))
-                .cloned(),
-        );
+        let live =
+            LiveVersions::from_optional(retired.as_ref().and_then(|r| r.minimum(key_id)).cloned());
         let schedule = match self.rotation_period {
             Some(period) if !period.is_zero() => Some(Arc::new(Schedule::start(
-                kms.provider().clone(),
-                kms.uncached_provider(),
-                kms.key_id().clone(),
+                provider.clone(),
+                lister,
+                key_id.clone(),
                 live,
                 period,
                 self.interval_for(period),
             ))),
             _ => None,
         };
-        Ok(kms.with_lifecycle(retired, schedule))
+        Ok(Lifecycle { retired, schedule })
     }
+}
+
+/// A started lifecycle, for the client: the minimum decryption versions
+/// and the rotation schedule (which stops when the last holder drops it).
+#[derive(Debug, Default)]
+pub(crate) struct Lifecycle {
+    pub(crate) retired: Option<Arc<MinVersions>>,
+    pub(crate) schedule: Option<Arc<Schedule>>,
 }
 
 /// The order of one key's versions, for the minimum decryption version check.
@@ -379,6 +388,7 @@ async fn check_rotation_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Kms;
     use kms_testing::MemoryProvider;
 
     fn id() -> KeyId {

@@ -1,0 +1,92 @@
+use kms_testing::lookup;
+
+use super::*;
+
+#[test]
+fn defaults() {
+    let c = KmsBuilder::from_lookup(lookup(&[])).unwrap().config();
+    assert_eq!(c.provider, "env");
+    assert_eq!(c.key_id.as_str(), "default");
+    assert_eq!(c.timeout_ms, 10_000);
+    assert_eq!(c.retry_attempts, 3);
+    assert_eq!(c.cache_ttl_ms, 300_000);
+    assert_eq!(c.iv_length, 12);
+}
+
+#[test]
+fn spec_variables() {
+    let c = KmsBuilder::from_lookup(lookup(&[
+        ("KMS_PROVIDER", "ENV"),
+        ("KMS_KEY_ID", "payments"),
+        ("KMS_TIMEOUT", "2500"),
+        ("KMS_RETRY_ATTEMPTS", "0"),
+        ("KMS_CACHE_TTL", "5m"),
+        ("KMS_IV_LENGTH", "16"),
+    ]))
+    .unwrap()
+    .config();
+    assert_eq!(c.key_id.as_str(), "payments");
+    assert_eq!(c.timeout_ms, 2500);
+    assert_eq!(c.retry_attempts, 0);
+    assert_eq!(c.cache_ttl_ms, 300_000);
+    assert_eq!(c.iv_length, 16);
+}
+
+#[test]
+fn invalid_values_name_the_variable() {
+    for (var, val) in [
+        ("KMS_PROVIDER", "azure"),
+        ("KMS_KEY_ID", "a/b"),
+        ("KMS_TIMEOUT", "ten"),
+        ("KMS_TIMEOUT", "0"),
+        ("KMS_TIMEOUT", "-5"),
+        ("KMS_RETRY_ATTEMPTS", "-1"),
+        ("KMS_RETRY_ATTEMPTS", "11"),
+        ("KMS_CACHE_TTL", "5 minutes"),
+        ("KMS_CACHE_TTL", "99999999999999999999"),
+        ("KMS_IV_LENGTH", "8"),
+    ] {
+        let err = KmsBuilder::from_lookup(lookup(&[(var, val)])).unwrap_err();
+        assert!(err.to_string().contains(var), "{var}={val}: {err}");
+    }
+}
+
+#[test]
+fn durations() {
+    assert_eq!(
+        parse_duration("X", "250").unwrap(),
+        Duration::from_millis(250)
+    );
+    assert_eq!(
+        parse_duration("X", "250ms").unwrap(),
+        Duration::from_millis(250)
+    );
+    assert_eq!(parse_duration("X", "30s").unwrap(), Duration::from_secs(30));
+    assert_eq!(
+        parse_duration("X", "2h").unwrap(),
+        Duration::from_secs(7200)
+    );
+    assert!(parse_duration("X", "").is_err());
+    assert!(parse_duration("X", "1.5s").is_err());
+}
+
+#[tokio::test]
+async fn missing_features_are_named() {
+    for (kind, compiled_in) in [
+        ("aws", cfg!(feature = "aws")),
+        ("gcp", cfg!(feature = "gcp")),
+        ("vault", cfg!(feature = "vault")),
+    ] {
+        if compiled_in {
+            continue;
+        }
+        let err = KmsBuilder::from_lookup(lookup(&[("KMS_PROVIDER", kind)]))
+            .unwrap()
+            .build()
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("KMS_PROVIDER"), "{text}");
+        assert!(text.contains(&format!("`{kind}` cargo feature")), "{text}");
+    }
+}
