@@ -90,3 +90,49 @@ async fn missing_features_are_named() {
         assert!(text.contains(&format!("`{kind}` cargo feature")), "{text}");
     }
 }
+
+#[test]
+fn only_the_selected_provider_reads_its_variables() {
+    // A bad variable of a provider that is not selected is not read...
+    #[cfg(feature = "vault")]
+    {
+        let b = KmsBuilder::from_lookup(lookup(&[
+            ("KMS_PROVIDER", "env"),
+            ("VAULT_SKIP_VERIFY", "maybe"),
+        ]));
+        assert!(b.is_ok(), "{b:?}");
+    }
+    #[cfg(feature = "vault")]
+    {
+        // ...and the selected provider's bad variable is refused by name.
+        let err = KmsBuilder::from_lookup(lookup(&[
+            ("KMS_PROVIDER", "vault"),
+            ("VAULT_SKIP_VERIFY", "maybe"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("VAULT_SKIP_VERIFY"), "{err}");
+    }
+}
+
+#[cfg(feature = "env")]
+#[tokio::test]
+async fn selecting_a_provider_keeps_or_replaces_its_settings() {
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    // Selecting the kind already selected keeps its settings.
+    let kms = KmsBuilder::new()
+        .env_key(KEY)
+        .provider_kind(ProviderKind::Env)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(kms.config().provider, "env");
+    // Selecting another kind drops the previous provider's settings.
+    let b = KmsBuilder::new()
+        .env_key(KEY)
+        .provider_kind(ProviderKind::Vault);
+    assert_eq!(b.config().provider, "vault");
+    // env_key selects the env provider again.
+    let b = b.env_key(KEY);
+    assert_eq!(b.config().provider, "env");
+    assert!(b.build().await.is_ok());
+}
