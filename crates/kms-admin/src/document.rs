@@ -3,7 +3,7 @@
 //!
 //! The document is the spec's shape (`{"provider":"aws","keyId":"default",
 //! "region":"us-east-1","credentials":{"accessKeyId":..,"secretAccessKey":..}}`);
-//! every field stands for one variable, listed in [`FIELDS`].
+//! every field stands for one variable, listed by [`fields`].
 //!
 //! The document cannot weaken the server:
 //! - `rotationPeriod` and `minDecryptionVersion` left out keep the running
@@ -17,11 +17,11 @@
 //!   credentials gets none of the server's.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use kms::KeyVersion;
-use kms::core::settings::{self, BareUnit};
+use kms::core::settings::{self, BareUnit, Setting};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
@@ -41,8 +41,11 @@ pub type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// One document field: its JSON name (`credentials.` prefix for the nested
 /// credentials object), the providers it applies to (empty: all), the
-/// variable it sets, and whether it is a secret (never echoed or logged).
+/// variable it sets, whether it is a secret (never echoed or logged) and
+/// whether it is a provider's endpoint. Derived from the settings each
+/// crate declares (`kms::config::SETTINGS`, each provider's `SETTINGS`).
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Field {
     /// JSON name; `credentials.x` is `x` inside `"credentials": {...}`.
     pub name: &'static str,
@@ -52,108 +55,63 @@ pub struct Field {
     pub variable: &'static str,
     /// A secret: write-only.
     pub secret: bool,
-}
-
-const fn field(
-    name: &'static str,
-    providers: &'static [&'static str],
-    variable: &'static str,
-    secret: bool,
-) -> Field {
-    Field {
-        name,
-        providers,
-        variable,
-        secret,
-    }
+    /// Addresses the provider's server: a document that changes it must
+    /// bring its own credentials.
+    pub endpoint: bool,
 }
 
 const ALL: &[&str] = &[];
-const AWS: &[&str] = &["aws"];
-const GCP: &[&str] = &["gcp"];
-const VAULT: &[&str] = &["vault"];
-const ENV: &[&str] = &["env"];
+const ENV: &[&str] = &[kms::env::PROVIDER];
+#[cfg(feature = "aws")]
+const AWS: &[&str] = &[kms::aws::PROVIDER];
+#[cfg(feature = "gcp")]
+const GCP: &[&str] = &[kms::gcp::PROVIDER];
+#[cfg(feature = "vault")]
+const VAULT: &[&str] = &[kms::vault::PROVIDER];
 
-/// Every field of the document.
-pub const FIELDS: &[Field] = &[
-    field("provider", ALL, "KMS_PROVIDER", false),
-    field("keyId", ALL, "KMS_KEY_ID", false),
-    field("timeout", ALL, "KMS_TIMEOUT", false),
-    field("retryAttempts", ALL, "KMS_RETRY_ATTEMPTS", false),
-    field("cacheTtl", ALL, "KMS_CACHE_TTL", false),
-    field("ivLength", ALL, "KMS_IV_LENGTH", false),
-    field("cacheStaleIfError", ALL, "KMS_CACHE_STALE_IF_ERROR", false),
-    field(
-        "circuitFailureThreshold",
-        ALL,
-        "KMS_CIRCUIT_FAILURE_THRESHOLD",
-        false,
-    ),
-    field(
-        "circuitOpenDuration",
-        ALL,
-        "KMS_CIRCUIT_OPEN_DURATION",
-        false,
-    ),
-    field("slowThreshold", ALL, "KMS_SLOW_THRESHOLD", false),
-    field("rotationPeriod", ALL, "KMS_ROTATION_PERIOD", false),
-    field(
-        "minDecryptionVersion",
-        ALL,
-        "KMS_MIN_DECRYPTION_VERSION",
-        false,
-    ),
-    // AWS.
-    field("region", AWS, "AWS_REGION", false),
-    field("endpoint", AWS, "AWS_ENDPOINT_URL", false),
-    field("kmsKeyId", AWS, "KMS_AWS_KMS_KEY_ID", false),
-    field("parameterPrefix", AWS, "KMS_AWS_PARAMETER_PREFIX", false),
-    field("profile", AWS, "AWS_PROFILE", false),
-    field("credentials.accessKeyId", AWS, "AWS_ACCESS_KEY_ID", true),
-    field(
-        "credentials.secretAccessKey",
-        AWS,
-        "AWS_SECRET_ACCESS_KEY",
-        true,
-    ),
-    field("credentials.sessionToken", AWS, "AWS_SESSION_TOKEN", true),
-    // Google Cloud.
-    field("projectId", GCP, "GOOGLE_CLOUD_PROJECT", false),
-    field("endpoint", GCP, "KMS_GCP_ENDPOINT", false),
-    field("secretPrefix", GCP, "KMS_GCP_SECRET_PREFIX", false),
-    field("anonymous", GCP, "KMS_GCP_ANONYMOUS", false),
-    // Vault.
-    field("address", VAULT, "VAULT_ADDR", false),
-    field("endpoint", VAULT, "VAULT_ADDR", false),
-    field("namespace", VAULT, "VAULT_NAMESPACE", false),
-    field("mount", VAULT, "KMS_VAULT_MOUNT", false),
-    field("pathPrefix", VAULT, "KMS_VAULT_PATH_PREFIX", false),
-    field("approleMount", VAULT, "VAULT_APPROLE_MOUNT", false),
-    // Not `VAULT_CACERT`: a path on the server; an admin call must not make
-    // the server read files of the caller's choosing. The server's own
-    // setting applies.
-    field("credentials.token", VAULT, "VAULT_TOKEN", true),
-    field("credentials.roleId", VAULT, "VAULT_ROLE_ID", true),
-    field("credentials.secretId", VAULT, "VAULT_SECRET_ID", true),
-    // Env (development).
-    field("credentials.encryptionKey", ENV, "ENCRYPTION_KEY", true),
-    field(
-        "credentials.encryptionKeyPrevious",
-        ENV,
-        "ENCRYPTION_KEY_PREVIOUS",
-        true,
-    ),
-];
-
-/// Variables that address a provider's server.
-const ENDPOINTS: &[&str] = &["VAULT_ADDR", "AWS_ENDPOINT_URL", "KMS_GCP_ENDPOINT"];
+/// Every field of the document: the facade's settings for every provider,
+/// then each compiled-in provider's own.
+pub fn fields() -> &'static [Field] {
+    static FIELDS: LazyLock<Vec<Field>> = LazyLock::new(|| {
+        let mut fields = Vec::new();
+        let mut add = |providers: &'static [&'static str], settings: &'static [Setting]| {
+            for setting in settings {
+                for name in setting.fields {
+                    fields.push(Field {
+                        name,
+                        providers,
+                        variable: setting.variable,
+                        secret: setting.secret,
+                        endpoint: setting.endpoint,
+                    });
+                }
+            }
+        };
+        add(ALL, kms::config::SETTINGS);
+        add(ENV, kms::env::SETTINGS);
+        #[cfg(feature = "aws")]
+        add(AWS, kms::aws::SETTINGS);
+        #[cfg(feature = "gcp")]
+        add(GCP, kms::gcp::SETTINGS);
+        #[cfg(feature = "vault")]
+        add(VAULT, kms::vault::SETTINGS);
+        fields
+    });
+    &FIELDS
+}
 
 fn applies(f: &Field, provider: &str) -> bool {
     f.providers.is_empty() || f.providers.contains(&provider)
 }
 
 fn is_credential(variable: &str) -> bool {
-    FIELDS.iter().any(|f| f.secret && f.variable == variable)
+    fields().iter().any(|f| f.secret && f.variable == variable)
+}
+
+fn is_endpoint(variable: &str) -> bool {
+    fields()
+        .iter()
+        .any(|f| f.endpoint && f.variable == variable)
 }
 
 /// What a document asks of the minimum decryption version of its key.
@@ -284,11 +242,11 @@ impl Document {
             if value.is_null() {
                 continue;
             }
-            let Some(f) = FIELDS
+            let Some(f) = fields()
                 .iter()
                 .find(|f| f.name == name && applies(f, &provider))
             else {
-                return Err(match FIELDS.iter().find(|f| f.name == name) {
+                return Err(match fields().iter().find(|f| f.name == name) {
                     Some(_) => invalid(format!(
                         "`{name}` does not apply to the {provider} provider"
                     )),
@@ -384,11 +342,10 @@ impl Document {
     /// fall back to the server's ambient credentials (process environment,
     /// profiles, metadata servers) and send them there.
     pub(crate) fn lookup(self, base: &Lookup) -> Result<Lookup, ApiError> {
-        let moved_endpoint = ENDPOINTS.iter().any(|name| {
-            self.vars
-                .get(name)
-                .is_some_and(|v| base(name).as_deref() != Some(v.as_str()))
-        });
+        let moved_endpoint = self
+            .vars
+            .iter()
+            .any(|(name, v)| is_endpoint(name) && base(name).as_deref() != Some(v.as_str()));
         if moved_endpoint {
             self.check_moved_endpoint()?;
         }
@@ -418,7 +375,7 @@ impl Document {
 pub(crate) fn describe(provider: &str, lookup: &Lookup) -> Map<String, Value> {
     let mut settings = Map::new();
     let mut credentials = Map::new();
-    for f in FIELDS
+    for f in fields()
         .iter()
         .filter(|f| !f.providers.is_empty() && applies(f, provider))
     {

@@ -286,6 +286,17 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn settings_are_declared_once_and_documented() {
+        kms_testing::assert_settings_declared(
+            crate::SETTINGS,
+            include_str!("../README.md"),
+            |lookup| {
+                let _ = AwsProviderBuilder::from_lookup(lookup);
+            },
+        );
+    }
+
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
     #[test]

@@ -77,9 +77,118 @@ pub fn parse_bool(variable: &str, value: &str) -> Result<bool> {
     }
 }
 
+/// One setting, declared once by the crate that owns it (each provider
+/// crate's `SETTINGS`, the facade's `kms::config::SETTINGS`): its
+/// environment variable, its names in the admin API's configuration
+/// document, whether it is a secret or an endpoint, and its default. The
+/// admin document, its redaction and the README tables are checked against
+/// these declarations, so a setting is added in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Setting {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// Its names in the configuration document, the first the one shown
+    /// (`credentials.x` is `x` inside `"credentials": {...}`); empty when a
+    /// document may not set it (a path on the server, a TLS switch).
+    pub fields: &'static [&'static str],
+    /// A secret: accepted, never shown, logged or echoed.
+    pub secret: bool,
+    /// Addresses the provider's server: a document that changes it must
+    /// bring its own credentials.
+    pub endpoint: bool,
+    /// The default, as text, when there is one.
+    pub default: Option<&'static str>,
+}
+
+impl Setting {
+    /// A plain setting with no document name and no default.
+    #[must_use]
+    pub const fn new(variable: &'static str) -> Self {
+        Setting {
+            variable,
+            fields: &[],
+            secret: false,
+            endpoint: false,
+            default: None,
+        }
+    }
+
+    /// Its names in the configuration document.
+    #[must_use]
+    pub const fn fields(mut self, fields: &'static [&'static str]) -> Self {
+        self.fields = fields;
+        self
+    }
+
+    /// Marks it secret.
+    #[must_use]
+    pub const fn secret(mut self) -> Self {
+        self.secret = true;
+        self
+    }
+
+    /// Marks it as the provider's endpoint.
+    #[must_use]
+    pub const fn endpoint(mut self) -> Self {
+        self.endpoint = true;
+        self
+    }
+
+    /// Its default, as text.
+    #[must_use]
+    pub const fn default(mut self, default: &'static str) -> Self {
+        self.default = Some(default);
+        self
+    }
+}
+
+/// The variables named in the first column of the Markdown table of
+/// `markdown` whose header row starts with `| variable |`: each backticked
+/// word in upper case. For tests that keep a README's table and a crate's
+/// [`Setting`] declarations the same.
+#[must_use]
+pub fn variables_in_table(markdown: &str) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut in_table = false;
+    for line in markdown.lines() {
+        let line = line.trim();
+        if line.starts_with("| variable |") {
+            in_table = true;
+            continue;
+        }
+        if !line.starts_with('|') {
+            in_table = false;
+            continue;
+        }
+        if !in_table {
+            continue;
+        }
+        let first = line.split('|').nth(1).unwrap_or_default();
+        for (i, word) in first.split('`').enumerate() {
+            let is_variable = !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if i % 2 == 1 && is_variable {
+                found.insert(word.to_owned());
+            }
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variables_are_read_from_the_variable_table_only() {
+        let md = "| field | meaning |\n| --- | --- |\n| `key` | `NOT_THIS` |\n\n\
+                  | variable | meaning |\n| --- | --- |\n| `A_B`, `C2` | x `D` |\n| `lower` | y |\n\ntext `E`\n";
+        let found: Vec<String> = variables_in_table(md).into_iter().collect();
+        assert_eq!(found, ["A_B", "C2"]);
+    }
 
     #[test]
     fn durations() {

@@ -8,6 +8,7 @@ use std::sync::Once;
 use async_trait::async_trait;
 use hkdf::Hkdf;
 use kms_core::key::KEY_LEN;
+use kms_core::settings::Setting;
 use kms_core::{
     DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
     LiveVersions, Result, VersionInfo,
@@ -18,6 +19,20 @@ use zeroize::Zeroizing;
 
 /// The provider's name.
 pub const PROVIDER: &str = "env";
+
+/// Every setting of this provider, declared once: the variables
+/// [`EnvProviderBuilder::from_lookup`] reads, with their names in the admin
+/// API's configuration document (`KMS_KEY_ID` has none here: the facade's
+/// `keyId` sets it).
+pub const SETTINGS: &[Setting] = &[
+    Setting::new("KMS_KEY_ID"),
+    Setting::new(ENCRYPTION_KEY)
+        .fields(&["credentials.encryptionKey"])
+        .secret(),
+    Setting::new(ENCRYPTION_KEY_PREVIOUS)
+        .fields(&["credentials.encryptionKeyPrevious"])
+        .secret(),
+];
 
 /// The variable holding the current key.
 pub const ENCRYPTION_KEY: &str = "ENCRYPTION_KEY";
@@ -331,6 +346,17 @@ mod tests {
     use kms_testing::lookup;
 
     use super::*;
+
+    #[test]
+    fn settings_are_declared_once_and_documented() {
+        kms_testing::assert_settings_declared(
+            crate::SETTINGS,
+            include_str!("../README.md"),
+            |lookup| {
+                let _ = EnvProviderBuilder::from_lookup(lookup);
+            },
+        );
+    }
 
     const K1: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     const K2: &str = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";

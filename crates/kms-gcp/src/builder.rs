@@ -221,6 +221,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn settings_are_declared_once_and_documented() {
+        kms_testing::assert_settings_declared(
+            crate::SETTINGS,
+            include_str!("../README.md"),
+            |lookup| {
+                let _ = GcpProviderBuilder::from_lookup(lookup);
+            },
+        );
+    }
+
+    #[test]
     fn reads_every_variable() {
         let b = GcpProviderBuilder::from_lookup(lookup(&[
             ("GOOGLE_CLOUD_PROJECT", " my-project "),

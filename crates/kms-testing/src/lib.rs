@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use kms_core::settings::Setting;
 use kms_core::{
     DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
     LiveVersions, Result, VersionInfo,
@@ -32,6 +33,36 @@ pub fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<Str
             .find(|(k, _)| *k == name)
             .map(|(_, v)| (*v).to_owned())
     }
+}
+
+/// Checks a crate's [`Setting`] declarations against its README and its
+/// builder: the README's `| variable |` table names exactly the declared
+/// variables, and `read` (which calls the builder's `from_lookup` with the
+/// lookup it is given) asks for no variable that is not declared.
+///
+/// # Panics
+/// When they differ, naming the variables.
+pub fn assert_settings_declared(
+    settings: &[Setting],
+    readme: &str,
+    read: impl FnOnce(&dyn Fn(&str) -> Option<String>),
+) {
+    let declared: BTreeSet<String> = settings.iter().map(|s| s.variable.to_owned()).collect();
+    let documented = kms_core::settings::variables_in_table(readme);
+    assert_eq!(
+        documented, declared,
+        "the README's variable table and the declared settings differ"
+    );
+    let asked = Mutex::new(BTreeSet::new());
+    read(&|name: &str| {
+        lock(&asked).insert(name.to_owned());
+        None
+    });
+    let undeclared: Vec<String> = lock(&asked).difference(&declared).cloned().collect();
+    assert!(
+        undeclared.is_empty(),
+        "from_lookup reads variables that are not declared: {undeclared:?}"
+    );
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

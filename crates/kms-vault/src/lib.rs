@@ -9,10 +9,44 @@ mod endpoints;
 mod provider;
 
 pub use builder::VaultProviderBuilder;
+use kms_core::settings::Setting;
 pub use provider::VaultProvider;
 
 /// The provider's name (`KMS_PROVIDER=vault`).
 pub const PROVIDER: &str = "vault";
+
+/// Every setting of this provider, declared once: the variables
+/// [`VaultProviderBuilder::from_lookup`] reads, with their names in the admin
+/// API's configuration document. `VAULT_CACERT`, `VAULT_SKIP_VERIFY` and
+/// `VAULT_CLIENT_TIMEOUT` have none: a document may not make the server
+/// read a file of the caller's choosing or stop verifying certificates.
+pub const SETTINGS: &[Setting] = &[
+    Setting::new("VAULT_ADDR")
+        .fields(&["address", "endpoint"])
+        .endpoint(),
+    Setting::new("VAULT_TOKEN")
+        .fields(&["credentials.token"])
+        .secret(),
+    Setting::new("VAULT_ROLE_ID")
+        .fields(&["credentials.roleId"])
+        .secret(),
+    Setting::new("VAULT_SECRET_ID")
+        .fields(&["credentials.secretId"])
+        .secret(),
+    Setting::new("VAULT_APPROLE_MOUNT")
+        .fields(&["approleMount"])
+        .default(DEFAULT_APPROLE_MOUNT),
+    Setting::new("VAULT_NAMESPACE").fields(&["namespace"]),
+    Setting::new("VAULT_CACERT"),
+    Setting::new("VAULT_SKIP_VERIFY").default("false"),
+    Setting::new("VAULT_CLIENT_TIMEOUT").default("60s"),
+    Setting::new("KMS_VAULT_MOUNT")
+        .fields(&["mount"])
+        .default(DEFAULT_MOUNT),
+    Setting::new("KMS_VAULT_PATH_PREFIX")
+        .fields(&["pathPrefix"])
+        .default(DEFAULT_PATH_PREFIX),
+];
 
 /// Default KV version 2 mount (`KMS_VAULT_MOUNT`), as in the spec's set-up.
 pub const DEFAULT_MOUNT: &str = "secret";

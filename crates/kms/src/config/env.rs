@@ -4,7 +4,46 @@ use std::time::Duration;
 
 use kms_core::{Error, IvLength, KeyId, KeyVersion, Result};
 
+use kms_core::settings::Setting;
+
 use super::{KmsBuilder, MAX_RETRY_ATTEMPTS, ProviderKind, ProviderSettings};
+
+/// The facade's own settings, declared once: the variables
+/// [`KmsBuilder::from_lookup`] reads besides the selected provider's (each
+/// provider crate declares its own `SETTINGS`), with their names in the
+/// admin API's configuration document.
+pub const SETTINGS: &[Setting] = &[
+    Setting::new("KMS_PROVIDER")
+        .fields(&["provider"])
+        .default("env"),
+    Setting::new("KMS_KEY_ID")
+        .fields(&["keyId"])
+        .default("default"),
+    Setting::new("KMS_TIMEOUT")
+        .fields(&["timeout"])
+        .default("10000"),
+    Setting::new("KMS_RETRY_ATTEMPTS")
+        .fields(&["retryAttempts"])
+        .default("3"),
+    Setting::new("KMS_CACHE_TTL")
+        .fields(&["cacheTtl"])
+        .default("300000"),
+    Setting::new("KMS_IV_LENGTH")
+        .fields(&["ivLength"])
+        .default("12"),
+    Setting::new("KMS_CACHE_STALE_IF_ERROR").fields(&["cacheStaleIfError"]),
+    Setting::new("KMS_CIRCUIT_FAILURE_THRESHOLD")
+        .fields(&["circuitFailureThreshold"])
+        .default("5"),
+    Setting::new("KMS_CIRCUIT_OPEN_DURATION")
+        .fields(&["circuitOpenDuration"])
+        .default("30000"),
+    Setting::new("KMS_SLOW_THRESHOLD")
+        .fields(&["slowThreshold"])
+        .default("1000"),
+    Setting::new("KMS_ROTATION_PERIOD").fields(&["rotationPeriod"]),
+    Setting::new("KMS_MIN_DECRYPTION_VERSION").fields(&["minDecryptionVersion"]),
+];
 
 impl KmsBuilder {
     /// Reads every variable in the table above from the process environment.

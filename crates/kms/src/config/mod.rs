@@ -25,7 +25,7 @@ mod summary;
 #[cfg(test)]
 mod tests;
 
-pub use env::parse_duration;
+pub use env::{SETTINGS, parse_duration};
 pub use kind::ProviderKind;
 use kind::ProviderSettings;
 pub use summary::KmsConfig;

@@ -136,3 +136,29 @@ async fn selecting_a_provider_keeps_or_replaces_its_settings() {
     assert_eq!(b.config().provider, "env");
     assert!(b.build().await.is_ok());
 }
+
+#[test]
+fn settings_are_declared_and_documented() {
+    // The facade's own variables and what from_lookup reads for the env
+    // provider; the README's tables also list the CLI's and the admin API's.
+    let readme = kms_core::settings::variables_in_table(include_str!("../../../../README.md"));
+    let declared: Vec<&str> = SETTINGS.iter().map(|s| s.variable).collect();
+    for variable in &declared {
+        assert!(
+            readme.contains(*variable),
+            "{variable} is not in the README's table"
+        );
+    }
+    let asked = std::sync::Mutex::new(Vec::new());
+    let _ = KmsBuilder::from_lookup(|name: &str| {
+        asked.lock().unwrap().push(name.to_owned());
+        None
+    });
+    let provider: Vec<&str> = kms_env::SETTINGS.iter().map(|s| s.variable).collect();
+    for name in asked.into_inner().unwrap() {
+        assert!(
+            declared.contains(&name.as_str()) || provider.contains(&name.as_str()),
+            "from_lookup reads {name}, which is not declared"
+        );
+    }
+}
