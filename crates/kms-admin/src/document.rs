@@ -36,6 +36,12 @@ pub const MIN_ROTATION_PERIOD: Duration = Duration::from_secs(3600);
 /// leaves them out (see [`Requested`]).
 const LIFECYCLE: &[&str] = &["KMS_ROTATION_PERIOD", "KMS_MIN_DECRYPTION_VERSION"];
 
+/// How `GET /config` shows a secret. A secret field holding exactly this in
+/// a document is taken as left out, so that a document read with `GET` can
+/// be sent back with `PUT`: the server's own secret then applies, under the
+/// same rules as when the field is missing.
+pub const REDACTED: &str = "[REDACTED]";
+
 /// Reads a configuration variable by name.
 pub type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -242,6 +248,11 @@ impl Document {
             if value.is_null() {
                 continue;
             }
+            let redacted_secret = value.as_str() == Some(REDACTED)
+                && fields().iter().any(|f| f.name == name && f.secret);
+            if redacted_secret {
+                continue;
+            }
             let Some(f) = fields()
                 .iter()
                 .find(|f| f.name == name && applies(f, &provider))
@@ -383,7 +394,7 @@ pub(crate) fn describe(provider: &str, lookup: &Lookup) -> Map<String, Value> {
             continue;
         };
         let shown = if f.secret {
-            Value::String("[REDACTED]".into())
+            Value::String(REDACTED.into())
         } else {
             Value::String(value)
         };

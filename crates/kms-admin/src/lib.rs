@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 pub use auth::{
     AuthConfig, DEFAULT_ADMIN_ROLE, MIN_ADMIN_TOKEN_LEN, Principal, generate_admin_token,
 };
-pub use document::{Field, Lookup, MIN_ROTATION_PERIOD, fields};
+pub use document::{Field, Lookup, MIN_ROTATION_PERIOD, REDACTED, fields};
 pub use error::{ApiError, status_of};
 pub use guard::REQUEST_ID_HEADER;
 pub use limit::{

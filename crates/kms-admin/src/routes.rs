@@ -153,12 +153,30 @@ pub(crate) async fn rotate(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 /// The active configuration, with provider settings (secrets redacted).
+/// It is a configuration document, the shape `PUT /config` takes: the
+/// facade's settings in effect, then the provider's (`settings`, from
+/// [`document::describe`]), so a document read here can be edited and sent
+/// back.
 fn config_view(kms: &Kms, settings: serde_json::Map<String, Value>) -> Value {
-    let mut view = match serde_json::to_value(kms.config()) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    view.insert("settings".into(), Value::Object(settings));
+    let config = kms.config();
+    let mut view = Map::new();
+    for setting in kms::config::SETTINGS {
+        let (Some(name), Some(value)) = (setting.fields.first(), config.get(setting.variable))
+        else {
+            continue;
+        };
+        let value = match value.parse::<u64>() {
+            Ok(n)
+                if setting.variable != "KMS_KEY_ID"
+                    && setting.variable != "KMS_MIN_DECRYPTION_VERSION" =>
+            {
+                Value::from(n)
+            }
+            _ => Value::String(value),
+        };
+        view.insert((*name).to_owned(), value);
+    }
+    view.extend(settings);
     Value::Object(view)
 }
 

@@ -487,10 +487,7 @@ async fn config_is_shown_without_secrets() {
     assert_eq!(data["provider"], "env");
     assert_eq!(data["keyId"], "default");
     assert_eq!(data["timeout"], 10_000);
-    assert_eq!(
-        data["settings"]["credentials"]["encryptionKey"],
-        "[REDACTED]"
-    );
+    assert_eq!(data["credentials"]["encryptionKey"], "[REDACTED]");
     assert!(!r.text.contains(KEY1));
     assert!(!r.text.contains("server-vault-token"));
 }
@@ -579,10 +576,7 @@ async fn a_swap_keeping_every_version_goes_through() {
     );
     let r = call(Method::GET, CONFIG).send(&app).await;
     assert_eq!(r.json["data"]["timeout"], 2500);
-    assert_eq!(
-        r.json["data"]["settings"]["credentials"]["encryptionKey"],
-        "[REDACTED]"
-    );
+    assert_eq!(r.json["data"]["credentials"]["encryptionKey"], "[REDACTED]");
     assert!(!r.text.contains(KEY1) && !r.text.contains(KEY2));
 }
 

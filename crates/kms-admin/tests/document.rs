@@ -246,7 +246,7 @@ async fn a_minimum_decryption_version_cannot_be_removed_or_lowered() {
     .await;
     assert_retired(&shared, &under_key0).await;
     assert_eq!(
-        active_config(&app).await["minDecryptionVersions"]["default"],
+        active_config(&app).await["minDecryptionVersion"],
         names[1].as_str()
     );
 }
@@ -264,7 +264,7 @@ async fn a_minimum_decryption_version_left_out_stays_and_may_be_raised() {
     )
     .await;
     assert_eq!(
-        r.json["data"]["config"]["minDecryptionVersions"]["default"],
+        r.json["data"]["config"]["minDecryptionVersion"],
         names[1].as_str()
     );
     assert_retired(&shared, &under_key0).await;
@@ -309,7 +309,7 @@ async fn another_key_id_cannot_drop_the_servers_minimum() {
     .await;
     assert_retired(&shared, &under_key0).await;
     assert_eq!(
-        active_config(&app).await["minDecryptionVersions"]["default"],
+        active_config(&app).await["minDecryptionVersion"],
         names[1].as_str()
     );
 }
@@ -767,4 +767,32 @@ mod gcp {
             "{seen:?}"
         );
     }
+}
+
+/// What `GET /config` returns is a document `PUT /config` takes: sent back
+/// unchanged (secrets still redacted) it is accepted, the server's own
+/// secrets apply, and the configuration reads back the same.
+#[tokio::test]
+async fn a_document_read_with_get_can_be_put_back() {
+    let (app, shared, _names, under_key0) = retired_setup().await;
+    let before = active_config(&app).await;
+    assert_eq!(before["provider"], "env");
+    assert_eq!(before["credentials"]["encryptionKey"], kms_admin::REDACTED);
+    for read_only in ["settings", "layered", "minDecryptionVersions"] {
+        assert!(before.get(read_only).is_none(), "{read_only}: {before}");
+    }
+    accepted(&app, Method::PUT, CONFIG, &before).await;
+    assert_eq!(active_config(&app).await, before);
+    // The server's keys and its minimum decryption version still apply.
+    assert_retired(&shared, &under_key0).await;
+    // Edited in one field, it is put back with that change only.
+    let mut edited = before.clone();
+    edited["timeout"] = json!(2500);
+    accepted(&app, Method::PUT, CONFIG, &edited).await;
+    let after = active_config(&app).await;
+    assert_eq!(after["timeout"], 2500);
+    assert_eq!(
+        after["minDecryptionVersion"],
+        before["minDecryptionVersion"]
+    );
 }

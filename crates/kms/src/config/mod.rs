@@ -73,7 +73,7 @@ pub const MAX_RETRY_ATTEMPTS: u32 = 10;
 /// **Minimum decryption version** (as Vault transit's
 /// `min_decryption_version`): [`Kms::decrypt`] refuses a ciphertext written
 /// under a version older than the minimum with
-/// [`Error::KeyVersionRetired`], so old versions can be retired once the
+/// [`Error::KeyVersionRetired`](kms_core::Error::KeyVersionRetired), so old versions can be retired once the
 /// data has been rewrapped ([`Kms::rewrap_text`], `kms rewrap`). Versions
 /// are the provider's own names (Vault and Secret Manager numbers, SSM
 /// parameter versions, env fingerprints); "older" means earlier in

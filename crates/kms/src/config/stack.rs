@@ -16,7 +16,7 @@ impl KmsBuilder {
     /// Builds the provider and the [`Kms`].
     ///
     /// # Errors
-    /// [`Error::Config`] when the provider's settings are invalid or the
+    /// [`Error::Config`](kms_core::Error::Config) when the provider's settings are invalid or the
     /// provider was not compiled in (the message names the cargo feature).
     pub async fn build(self) -> Result<Kms> {
         let config = self.config();

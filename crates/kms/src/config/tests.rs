@@ -162,3 +162,20 @@ fn settings_are_declared_and_documented() {
         );
     }
 }
+
+#[test]
+fn every_declared_setting_reads_back() {
+    let c = KmsBuilder::from_lookup(lookup(&[
+        ("KMS_CACHE_STALE_IF_ERROR", "1m"),
+        ("KMS_ROTATION_PERIOD", "90d"),
+    ]))
+    .unwrap()
+    .min_decryption_version(KeyId::default(), KeyVersion::from(3))
+    .config();
+    for setting in SETTINGS {
+        assert!(c.get(setting.variable).is_some(), "{}", setting.variable);
+    }
+    assert_eq!(c.get("KMS_CACHE_STALE_IF_ERROR").as_deref(), Some("60000"));
+    assert_eq!(c.get("KMS_MIN_DECRYPTION_VERSION").as_deref(), Some("3"));
+    assert_eq!(c.get("VAULT_TOKEN"), None);
+}
