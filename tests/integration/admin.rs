@@ -13,7 +13,8 @@ use kms::KeyMaterial;
 use kms_tests::containers;
 use serde_json::Value;
 
-use crate::vault::{kms_cli, spec_env};
+use kms_tests::fixtures::kms_cli;
+use kms_tests::fixtures::vault::spec_env;
 
 const ADMIN_TOKEN: &str = "integration-admin-token-0123456789";
 
@@ -38,7 +39,7 @@ impl Server {
     /// `PATH` and `vars` in its environment; returns once it has printed its banner.
     pub(crate) fn start(vars: &HashMap<String, String>, global_args: &[&str]) -> Server {
         let port = containers::free_port();
-        let bin = crate::vault::kms_binary();
+        let bin = kms_tests::fixtures::kms_binary();
         let mut child = Command::new(bin)
             .args(global_args)
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
@@ -173,7 +174,7 @@ async fn spec_health_script(base: &str, token: &str) -> (i32, String) {
 
 #[tokio::test]
 async fn serve_against_openbao_with_the_spec_health_check() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let bao = containers::openbao().await;
     let key = KeyMaterial::generate().to_hex().to_string();
     let (code, _, err) = bao

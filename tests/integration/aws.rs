@@ -14,25 +14,18 @@ use aws_sdk_ssm::config::Credentials;
 use aws_sdk_ssm::types::ParameterType;
 use kms::aws::AwsProvider;
 
-use kms::{
-    Envelope, Error, KeyId, KeyMaterial, KeyProvider, KeyVersion, Kms, KmsBuilder, LiveVersions,
-};
+use kms::{Envelope, Error, KeyId, KeyProvider, KeyVersion, LiveVersions};
 use kms_tests::conformance::{self, Expect};
+use kms_tests::containers::ServerContainer;
 use kms_tests::containers::{self, LocalStackServer};
 
 use crate::scenarios;
-use crate::vault::{error_chain, kms_cli, text_version};
+use kms_tests::fixtures::{DESCRIPTION, error_chain, kms_cli, kms_from, random_hex, text_version};
 
-const DESCRIPTION: &str = "BoosterBeacon encryption key";
 const REGION: &str = "us-east-1";
 
 fn parameter(key_id: &str) -> String {
     format!("/boosterbeacon/encryption-keys/{key_id}")
-}
-
-/// A new random key as 64 hex characters (what `openssl rand -hex 32` prints).
-fn random_hex() -> String {
-    KeyMaterial::generate().to_hex().to_string()
 }
 
 /// LocalStack with the spec's set-up done: a KMS key and the parameter of
@@ -135,21 +128,13 @@ async fn create_kms_key(kms: &aws_sdk_kms::Client) -> String {
     out.key_metadata().unwrap().key_id().to_owned()
 }
 
-async fn kms_from(vars: &HashMap<String, String>) -> Kms {
-    KmsBuilder::from_lookup(|n| vars.get(n).cloned())
-        .unwrap()
-        .build()
-        .await
-        .unwrap()
-}
-
 /// The spec's set-up, end to end: the parameter's key encrypts and
 /// decrypts through the library and through the `kms` CLI, in both
 /// directions; `kms health` and `kms metadata` report it; a rotation
 /// reaches another process at once and keeps old ciphertexts readable.
 #[tokio::test]
 async fn aws_spec_setup_through_library_and_cli() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let aws = Aws::start().await;
     let vars = aws.env(&[]);
     let kms = kms_from(&vars).await;
@@ -235,7 +220,7 @@ async fn aws_spec_setup_through_library_and_cli() {
 
 #[tokio::test]
 async fn aws_provider_conformance() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let aws = Aws::start().await;
     let p = aws.provider().await;
     conformance::run(Arc::new(p), &KeyId::default(), Expect { rotates: true }).await;
@@ -246,7 +231,7 @@ async fn aws_provider_conformance() {
 /// after writing). No version is lost; every one stays readable.
 #[tokio::test]
 async fn aws_concurrent_rotations_lose_nothing() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let aws = Aws::start().await;
     let (p1, p2) = (aws.provider().await, aws.provider().await);
     let id = KeyId::default();
@@ -287,7 +272,7 @@ async fn futures_join(
 /// typed, permanent errors with the spec's wording, never retried.
 #[tokio::test]
 async fn aws_errors_are_typed() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let aws = Aws::start().await;
     let p = aws.provider().await;
     let id = KeyId::default();
@@ -346,7 +331,7 @@ async fn aws_errors_are_typed() {
 /// and the stack recovers by itself once LocalStack is back.
 #[tokio::test]
 async fn aws_outage_fails_fast_and_recovers() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let aws = Aws::start().await;
     aws.put("second", &random_hex(), &aws.key_id).await;
     let open_for = Duration::from_millis(2000);
@@ -395,7 +380,7 @@ async fn aws_outage_fails_fast_and_recovers() {
 /// With version 1 retired, the label moves to version 2 and rotation goes on.
 #[tokio::test]
 async fn aws_retention_101_rotations_lose_nothing() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let aws = Aws::start().await;
     let vars = aws.env(&[("KMS_CACHE_TTL", "0")]);
     let kms = kms_from(&vars).await;

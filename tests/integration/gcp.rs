@@ -13,12 +13,12 @@ use google_cloud_secretmanager_v1::model::replication::Automatic;
 use google_cloud_secretmanager_v1::model::{Replication, Secret, SecretPayload};
 use kms::circuit::ResilienceConfig;
 use kms::gcp::GcpProvider;
-use kms::{Envelope, Error, KeyId, KeyMaterial, KeyProvider, KeyVersion, Kms, KmsBuilder};
+use kms::{Envelope, Error, KeyId, KeyProvider, KeyVersion, Kms};
 use kms_gcp_emulator::{Emulator, EmulatorHandle};
 use kms_testing::FaultyProvider;
 use kms_tests::conformance::{self, Expect};
 
-use crate::vault::{error_chain, kms_cli, text_version};
+use kms_tests::fixtures::{error_chain, kms_cli, kms_from, random_hex, text_version};
 
 const PROJECT: &str = "boosterbeacon-test";
 
@@ -62,11 +62,6 @@ async fn add_version(client: &SecretManagerService, key_id: &str, payload: &str)
         .unwrap();
 }
 
-/// `openssl rand -hex 32`.
-fn random_hex() -> String {
-    KeyMaterial::generate().to_hex().to_string()
-}
-
 /// An emulator holding key `default`, made as the spec says; returns its hex.
 async fn emulator_with_default_key() -> (EmulatorHandle, SecretManagerService, String) {
     let emu = Emulator::start().await.unwrap();
@@ -93,14 +88,6 @@ pub(crate) fn spec_env(emu: &EmulatorHandle, extra: &[(&str, &str)]) -> HashMap<
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
     vars
-}
-
-async fn kms_from(vars: &HashMap<String, String>) -> Kms {
-    KmsBuilder::from_lookup(|n| vars.get(n).cloned())
-        .unwrap()
-        .build()
-        .await
-        .unwrap()
 }
 
 async fn provider(emu: &EmulatorHandle) -> GcpProvider {

@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use kms_tests::containers;
+use kms_tests::containers::ServerContainer;
 
 const KEY_PATH: &str = "secret/boosterbeacon/encryption-keys/default";
 
 #[tokio::test]
 async fn openbao_answers_runs_the_cli_and_pauses() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let server = containers::openbao().await;
     assert!(
         server.addr.starts_with("http://127.0.0.1:"),
@@ -64,7 +65,7 @@ async fn openbao_answers_runs_the_cli_and_pauses() {
 
 #[tokio::test]
 async fn openbao_stops_and_restarts_empty() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let server = containers::openbao().await;
     let (code, _, stderr) = server.bao(&["kv", "put", KEY_PATH, "key=k1"]).await;
     assert_eq!(code, 0, "{stderr}");

@@ -343,7 +343,7 @@ fn vars(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
 /// Vault KV check-and-set (`cas`), against OpenBao.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_rotation_racing_instances_vault() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let bao = containers::openbao().await;
     let (code, _, stderr) = bao
         .bao(&[
@@ -375,7 +375,7 @@ async fn scheduled_rotation_racing_instances_vault() {
 /// period (LocalStack).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_rotation_racing_instances_aws() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let aws = crate::aws::Aws::start().await;
     let vars = aws.env(&[("KMS_CACHE_TTL", "0")]);
     // SSM's LastModifiedDate may be rounded to the second.

@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use kms::circuit::CircuitState;
 use kms::{Envelope, Error, Kms};
-use kms_tests::containers;
 use serde_json::Value;
 
 use crate::admin::{Server, curl};
-use crate::vault::{kms_binary, kms_cli, kms_from, server_with_default_key, spec_env};
+use kms_tests::containers::ServerContainer;
+use kms_tests::fixtures::vault::{server_with_default_key, spec_env};
+use kms_tests::fixtures::{kms_binary, kms_cli, kms_from};
 
 /// The admin token of the `kms serve` process.
 const ADMIN_TOKEN: &str = "load-test-admin-token-0123456789";
@@ -126,7 +127,7 @@ impl Failures {
     }
 
     fn record_error(&mut self, what: &str, err: &Error) {
-        self.record(what, err.code(), crate::vault::error_chain(err));
+        self.record(what, err.code(), kms_tests::fixtures::error_chain(err));
     }
 
     fn total(&self) -> u64 {
@@ -343,7 +344,7 @@ async fn verify_all(kms: &Kms, samples: &Arc<Vec<Arc<Sample>>>) -> FinalCheck {
 /// included (which needs the provider to keep 11 versions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotation_under_load_across_instances() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     // The `kms` binary is built (if needed) before the clock starts.
     tokio::task::spawn_blocking(kms_binary).await.unwrap();
     tokio::time::timeout(ROTATION_TIME_LIMIT, rotation_under_load())
@@ -733,7 +734,7 @@ where
 /// (+ slack).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outage_under_load() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     tokio::time::timeout(OUTAGE_TIME_LIMIT, outage_scenario())
         .await
         .unwrap_or_else(|_| panic!("the outage load test ran over {OUTAGE_TIME_LIMIT:?}"));

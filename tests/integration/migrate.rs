@@ -13,7 +13,8 @@ use kms_gcp_emulator::{Emulator, EmulatorHandle};
 use kms_tests::containers::{self, OpenBaoServer};
 
 use crate::aws::Aws;
-use crate::vault::{bao_ok, kms_cli, kms_from};
+use kms_tests::fixtures::vault::bao_ok;
+use kms_tests::fixtures::{kms_cli, kms_from};
 
 /// Values encrypted under each source key version.
 const PER_VERSION: usize = 80;
@@ -59,7 +60,7 @@ impl Servers {
     fn vars(&self, kind: Kind, key_id: &str) -> HashMap<String, String> {
         let id = [("KMS_KEY_ID", key_id)];
         match kind {
-            Kind::Vault => crate::vault::spec_env(&self.bao, &id),
+            Kind::Vault => kms_tests::fixtures::vault::spec_env(&self.bao, &id),
             Kind::Aws => self.aws.env(&[
                 ("KMS_KEY_ID", key_id),
                 ("KMS_AWS_KMS_KEY_ID", &self.aws.key_id),
@@ -259,6 +260,7 @@ async fn migrate_pair(servers: &Servers, from: Kind, to: Kind) {
 /// the target. Then: a target holding another key is refused, untouched.
 #[tokio::test]
 async fn migrate_between_every_pair() {
+    kms_tests::skip_without_docker!();
     let servers = Servers::start().await;
     for from in [Kind::Env, Kind::Vault, Kind::Aws, Kind::Gcp] {
         for to in [Kind::Vault, Kind::Aws, Kind::Gcp] {
@@ -467,7 +469,7 @@ async fn migrate_cli_end_to_end() {
 /// and nothing written is lost.
 #[tokio::test]
 async fn migrate_15_versions_into_openbao_keeps_all() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let bao = containers::openbao().await;
     let key_id = "fifteen";
     let keys = EnvKeys(

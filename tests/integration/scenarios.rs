@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use kms::Kms;
 use kms::circuit::CircuitState;
 
-use crate::vault::kms_cli;
+use kms_tests::fixtures::kms_cli;
 
 /// The `kms` CLI with `vars` against `kms` (built from the same `vars`):
 /// CLI encrypts and the library decrypts, the library encrypts (`stored`,

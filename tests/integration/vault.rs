@@ -3,91 +3,19 @@
 //! created_at=... description=...`, run as `bao kv put` inside the container).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kms::circuit::ResilienceConfig;
 
 use kms::vault::{VaultProvider, VaultProviderBuilder};
-use kms::{
-    Envelope, Error, IvLength, KeyId, KeyMaterial, KeyProvider, KeyVersion, Kms, KmsBuilder,
-    LiveVersions,
-};
+use kms::{Envelope, Error, IvLength, KeyId, KeyProvider, KeyVersion, Kms, LiveVersions};
 use kms_testing::FaultyProvider;
 use kms_tests::conformance::{self, Expect};
+use kms_tests::containers::ServerContainer;
 use kms_tests::containers::{self, OpenBaoServer};
-
-const DESCRIPTION: &str = "BoosterBeacon encryption key";
-
-fn key_path(key_id: &str) -> String {
-    format!("secret/boosterbeacon/encryption-keys/{key_id}")
-}
-
-/// `date -u +%Y-%m-%dT%H:%M:%SZ`, as in the spec's set-up.
-fn now_rfc3339() -> String {
-    let out = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .expect("date");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// A new random key as 64 hex characters (what `openssl rand -hex 32` prints).
-fn random_hex() -> String {
-    KeyMaterial::generate().to_hex().to_string()
-}
-
-/// The spec's step 2: `vault kv put secret/boosterbeacon/encryption-keys/<id>
-/// key=... created_at=... description=...`, run with the CLI in the container.
-async fn put_key(bao: &OpenBaoServer, key_id: &str, key: &str) {
-    let (code, _, stderr) = bao
-        .bao(&[
-            "kv",
-            "put",
-            &key_path(key_id),
-            &format!("key={key}"),
-            &format!("created_at={}", now_rfc3339()),
-            &format!("description={DESCRIPTION}"),
-        ])
-        .await;
-    assert_eq!(code, 0, "bao kv put: {stderr}");
-}
-
-/// An OpenBao server holding key `default`, made as the spec says; returns its hex.
-pub(crate) async fn server_with_default_key() -> (OpenBaoServer, String) {
-    let bao = containers::openbao().await;
-    let key = random_hex();
-    put_key(&bao, "default", &key).await;
-    (bao, key)
-}
-
-/// The spec's step 3 as a variable lookup (`KMS_PROVIDER=vault`, `KMS_KEY_ID`,
-/// `VAULT_ADDR`, `VAULT_TOKEN`) plus `extra`.
-pub(crate) fn spec_env(bao: &OpenBaoServer, extra: &[(&str, &str)]) -> HashMap<String, String> {
-    let mut vars: HashMap<String, String> = [
-        ("KMS_PROVIDER", "vault"),
-        ("KMS_KEY_ID", "default"),
-        ("VAULT_ADDR", bao.addr.as_str()),
-        ("VAULT_TOKEN", bao.root_token.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    for (k, v) in extra {
-        vars.insert((*k).to_owned(), (*v).to_owned());
-    }
-    vars
-}
-
-pub(crate) async fn kms_from(vars: &HashMap<String, String>) -> Kms {
-    KmsBuilder::from_lookup(|n| vars.get(n).cloned())
-        .unwrap()
-        .build()
-        .await
-        .unwrap()
-}
+use kms_tests::fixtures::vault::{bao_ok, key_path, put_key, server_with_default_key, spec_env};
+use kms_tests::fixtures::{DESCRIPTION, error_chain, kms_cli, kms_from, random_hex, text_version};
 
 async fn provider(bao: &OpenBaoServer) -> VaultProvider {
     VaultProvider::builder()
@@ -98,79 +26,12 @@ async fn provider(bao: &OpenBaoServer) -> VaultProvider {
         .unwrap()
 }
 
-/// The `kms` binary next to this test binary (`target/<profile>/kms`),
-/// brought up to date by `cargo build -p kms-cli` once per test run (a
-/// binary left in a shared target directory may be older than the source).
-pub(crate) fn kms_binary() -> PathBuf {
-    static BUILT: Mutex<bool> = Mutex::new(false);
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let bin = dir.join(format!("kms{}", std::env::consts::EXE_SUFFIX));
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !*built {
-        *built = true;
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "kms-cli"]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo build -p kms-cli");
-        assert!(status.success(), "cargo build -p kms-cli failed");
-        assert!(
-            bin.exists(),
-            "no {} after cargo build -p kms-cli",
-            bin.display()
-        );
-    }
-    bin
-}
-
-/// Runs `kms args...` with only `PATH` and `vars` in its environment.
-pub(crate) async fn kms_cli(
-    vars: &HashMap<String, String>,
-    args: &[&str],
-    stdin: &[u8],
-) -> (i32, String, String) {
-    let bin = kms_binary();
-    let vars = vars.clone();
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let stdin = stdin.to_vec();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut child = Command::new(&bin)
-            .args(&args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(&vars)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-        child.stdin.take().unwrap().write_all(&stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
-}
-
-pub(crate) fn text_version(text: &str) -> KeyVersion {
-    let bytes = kms::format::from_text(text).unwrap();
-    Envelope::parse(&bytes).unwrap().key_version().unwrap()
-}
-
 /// The spec's own set-up, end to end: the key from `bao kv put` encrypts and
 /// decrypts through the library and through the `kms` CLI, in both
 /// directions; `kms health` and `kms metadata` report it.
 #[tokio::test]
 async fn vault_spec_setup_through_library_and_cli() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let (bao, key) = server_with_default_key().await;
     let vars = spec_env(&bao, &[]);
     let kms = kms_from(&vars).await;
@@ -206,7 +67,7 @@ async fn vault_spec_setup_through_library_and_cli() {
 
 #[tokio::test]
 async fn vault_provider_conformance() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let (bao, _) = server_with_default_key().await;
     let p = provider(&bao).await;
     conformance::run(Arc::new(p), &KeyId::default(), Expect { rotates: true }).await;
@@ -216,7 +77,7 @@ async fn vault_provider_conformance() {
 /// version, and another process decrypts them at once.
 #[tokio::test]
 async fn vault_rotation_reaches_other_processes() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let (bao, first_key) = server_with_default_key().await;
     let vars = spec_env(&bao, &[]);
     let writer = kms_from(&vars).await;
@@ -283,7 +144,7 @@ async fn vault_rotation_reaches_other_processes() {
 /// lost or overwritten.
 #[tokio::test]
 async fn vault_concurrent_rotations_lose_nothing() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let (bao, _) = server_with_default_key().await;
     let id = KeyId::default();
     let p1 = Arc::new(provider(&bao).await);
@@ -374,7 +235,7 @@ async fn collect(handles: Vec<Rotation>) -> Vec<kms::Result<kms::DataKey>> {
 /// and a stored value that is not 64 hex characters.
 #[tokio::test]
 async fn vault_errors_use_the_spec_wording() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let (bao, _) = server_with_default_key().await;
 
     // Wrong token, behind a facade that would retry temporary errors 3 times
@@ -432,23 +293,12 @@ async fn vault_errors_use_the_spec_wording() {
     assert!(err.is_permanent());
 }
 
-pub(crate) fn error_chain(err: &Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        text.push_str(" / ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// An outage (the server frozen): cached keys keep working, uncached calls
 /// fail within the timeout budget, the circuit opens and then fails fast,
 /// and the stack recovers by itself once the server is back.
 #[tokio::test]
 async fn vault_outage_fails_fast_and_recovers() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let (bao, _) = server_with_default_key().await;
     put_key(&bao, "second", &random_hex()).await;
     let open_for = Duration::from_millis(2000);
@@ -498,7 +348,7 @@ async fn vault_outage_fails_fast_and_recovers() {
 /// replaced by logging in again.
 #[tokio::test]
 async fn vault_approle_login() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let (bao, _) = server_with_default_key().await;
     let run = |args: Vec<String>| {
         let bao = &bao;
@@ -620,12 +470,6 @@ path "secret/config" { capabilities = ["read"] }
 }
 
 /// Runs `bao args...` in the container and returns its standard output.
-pub(crate) async fn bao_ok(bao: &OpenBaoServer, args: &[&str]) -> String {
-    let (code, out, err) = bao.bao(args).await;
-    assert_eq!(code, 0, "bao {}: {err}", args.join(" "));
-    out.trim().to_owned()
-}
-
 /// The secret's own `max_versions`, from `bao kv metadata get`.
 async fn secret_max_versions(bao: &OpenBaoServer, path: &str) -> u64 {
     let out = bao_ok(bao, &["kv", "metadata", "get", "-format=json", path]).await;
@@ -640,7 +484,7 @@ async fn secret_max_versions(bao: &OpenBaoServer, path: &str) -> u64 {
 /// token may) so that the key has room left.
 #[tokio::test]
 async fn vault_retention_25_cli_rotations_lose_nothing() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let (bao, _) = server_with_default_key().await;
     let vars = spec_env(&bao, &[("KMS_CACHE_TTL", "0")]);
     let kms = kms_from(&vars).await;
@@ -684,7 +528,7 @@ async fn vault_retention_25_cli_rotations_lose_nothing() {
 /// rotation goes through; the root token raises `max_versions` instead.
 #[tokio::test]
 async fn vault_retention_refuses_without_metadata_write() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let bao = containers::openbao().await;
     bao_ok(
         &bao,
@@ -803,7 +647,7 @@ path "kv3/metadata/boosterbeacon/encryption-keys/*" { capabilities = ["read"] }
 /// raised as it goes) and a value encrypted under each still decrypts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_retention_scheduled_rotation_30_periods() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let (bao, _) = server_with_default_key().await;
     let plain_vars = spec_env(&bao, &[("KMS_CACHE_TTL", "0")]);
     let plain = kms_from(&plain_vars).await;
@@ -845,7 +689,7 @@ async fn vault_retention_scheduled_rotation_30_periods() {
 /// destroyed version can go.
 #[tokio::test]
 async fn vault_retention_keeps_soft_deleted_versions() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let bao = containers::openbao().await;
     bao_ok(
         &bao,

@@ -120,7 +120,7 @@ fn assert_clean(logs: &str, secrets: &[(String, String)]) {
 
 #[test]
 fn no_key_or_credential_in_trace_logs() {
-    containers::require_docker();
+    kms_tests::skip_without_docker!();
     let captured = Captured::default();
     let writer = captured.clone();
     tracing_subscriber::fmt()

@@ -10,9 +10,11 @@
 //! none runs and builds the pinned images that are missing, before it runs the
 //! suite.
 //!
-//! A container test starts with [`require_docker`], so that `cargo test` on a
-//! machine without Docker fails with a message saying what to do, instead of
-//! passing silently.
+//! A container test starts with [`skip_without_docker!`](crate::skip_without_docker):
+//! on a machine without Docker, plain `cargo test` skips it with the reason
+//! on stderr; `cargo xtask test` (and so CI) sets [`REQUIRE_DOCKER`], and
+//! there a missing engine fails the test instead of skipping it. Helpers
+//! that start a server call [`require_docker`], which always fails loudly.
 //!
 //! ```no_run
 //! # async fn example() {
@@ -136,8 +138,37 @@ pub fn docker_available() -> Result<(), String> {
     ANSWER.get_or_init(ping_docker).clone()
 }
 
-/// Panics unless [`docker_available`]: the first call of every container test,
-/// so that a machine without Docker fails the test loudly.
+/// Set to `1` to make a container test fail, not skip, when no Docker engine
+/// answers. `cargo xtask test` sets it, so CI never skips a container test.
+pub const REQUIRE_DOCKER: &str = "KMS_REQUIRE_DOCKER";
+
+/// Whether [`REQUIRE_DOCKER`] is set to `1`.
+pub fn docker_required() -> bool {
+    std::env::var(REQUIRE_DOCKER).is_ok_and(|v| v.trim() == "1")
+}
+
+/// The first line of a container test: when no Docker engine answers, the
+/// test returns at once with the reason on stderr (object_store's
+/// `maybe_skip_integration!`), unless [`REQUIRE_DOCKER`] is set, in which
+/// case it fails as [`require_docker`] does.
+#[macro_export]
+macro_rules! skip_without_docker {
+    () => {
+        if let Err(reason) = $crate::containers::docker_available() {
+            if $crate::containers::docker_required() {
+                $crate::containers::require_docker();
+            }
+            eprintln!(
+                "skipped: no Docker engine ({reason}); `cargo xtask test` starts one and runs \
+                 the container tests"
+            );
+            return;
+        }
+    };
+}
+
+/// Panics unless [`docker_available`], with what to do: for helpers that
+/// start a server, and for a test run that must not skip.
 pub fn require_docker() {
     if let Err(reason) = docker_available() {
         panic!(
@@ -291,36 +322,6 @@ async fn start_on_host<I: Image>(image: I, what: &str, addr: &str) -> ContainerA
         .start()
         .await
         .unwrap_or_else(|e| panic!("could not start {what} ({shown}) at {addr}: {e}"))
-}
-
-/// `docker stop`, `start`, `pause` and `unpause` of a test server's container.
-/// Each panics, naming `what`, when Docker refuses.
-mod lifecycle {
-    use testcontainers::{ContainerAsync, Image};
-
-    pub(super) async fn stop<I: Image>(c: &ContainerAsync<I>, what: &str) {
-        c.stop()
-            .await
-            .unwrap_or_else(|e| panic!("could not stop {what}: {e}"));
-    }
-
-    pub(super) async fn start<I: Image>(c: &ContainerAsync<I>, what: &str) {
-        c.start()
-            .await
-            .unwrap_or_else(|e| panic!("could not start {what} again: {e}"));
-    }
-
-    pub(super) async fn pause<I: Image>(c: &ContainerAsync<I>, what: &str) {
-        c.pause()
-            .await
-            .unwrap_or_else(|e| panic!("could not pause {what}: {e}"));
-    }
-
-    pub(super) async fn unpause<I: Image>(c: &ContainerAsync<I>, what: &str) {
-        c.unpause()
-            .await
-            .unwrap_or_else(|e| panic!("could not unpause {what}: {e}"));
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -504,38 +505,6 @@ impl OpenBaoServer {
         )
         .await;
     }
-
-    /// Stops the container (SIGTERM, then SIGKILL after 10 s). The server is
-    /// gone, its port refuses connections.
-    pub async fn stop(&self) {
-        lifecycle::stop(&self.container, "OpenBao").await;
-    }
-
-    /// Starts the stopped container again, on the same port, and waits until
-    /// it is healthy. Dev mode keeps nothing across a restart: the server comes
-    /// back empty (KV `secret/` mounted, root token `root`).
-    pub async fn start(&self) {
-        lifecycle::start(&self.container, "OpenBao").await;
-        self.wait_healthy().await;
-    }
-
-    /// Freezes the server process (`docker pause`): connections are accepted
-    /// by the kernel but never answered, the way a hung server behaves. Keeps
-    /// all data; prefer this to [`stop`](Self::stop) for outage tests.
-    pub async fn pause(&self) {
-        lifecycle::pause(&self.container, "OpenBao").await;
-    }
-
-    /// Thaws a paused server and waits until it is healthy again.
-    pub async fn unpause(&self) {
-        lifecycle::unpause(&self.container, "OpenBao").await;
-        self.wait_healthy().await;
-    }
-
-    /// The underlying container, for what the methods above do not cover.
-    pub fn container(&self) -> &ContainerAsync<OpenBao> {
-        &self.container
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -653,34 +622,91 @@ impl LocalStackServer {
         )
         .await;
     }
+}
 
-    /// Stops the container. LocalStack keeps no state across a restart.
-    pub async fn stop(&self) {
-        lifecycle::stop(&self.container, "LocalStack").await;
+/// What a test does to a server in a container: stop it, start it again,
+/// freeze it (`docker pause`: connections are accepted by the kernel and
+/// never answered, the way a hung server behaves, keeping all data) and thaw
+/// it. One shape for every container fixture; each gives its container, its
+/// name and its readiness check. The methods panic, naming the server, when
+/// Docker refuses.
+#[expect(
+    async_fn_in_trait,
+    reason = "test support awaited in the test's own task; no Send bound is needed"
+)]
+pub trait ServerContainer {
+    /// The image the container runs.
+    type Image: Image;
+    /// The server's name in messages.
+    const NAME: &'static str;
+
+    /// The underlying container.
+    fn container(&self) -> &ContainerAsync<Self::Image>;
+
+    /// Waits until the server answers its health check.
+    async fn ready(&self);
+
+    /// Stops the container (SIGTERM, then SIGKILL after 10 s): the server is
+    /// gone and its port refuses connections.
+    async fn stop(&self) {
+        self.container()
+            .stop()
+            .await
+            .unwrap_or_else(|e| panic!("could not stop {}: {e}", Self::NAME));
     }
 
     /// Starts the stopped container again, on the same port, and waits until
-    /// it is healthy (and empty).
-    pub async fn start(&self) {
-        lifecycle::start(&self.container, "LocalStack").await;
-        self.wait_healthy().await;
+    /// the server is healthy. The servers here keep nothing across a restart.
+    async fn start(&self) {
+        self.container()
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("could not start {} again: {e}", Self::NAME));
+        self.ready().await;
     }
 
-    /// Freezes LocalStack (`docker pause`): connections are accepted but never
-    /// answered. Keeps all data.
-    pub async fn pause(&self) {
-        lifecycle::pause(&self.container, "LocalStack").await;
+    /// Freezes the server process: prefer this to [`stop`](Self::stop) for
+    /// outage tests.
+    async fn pause(&self) {
+        self.container()
+            .pause()
+            .await
+            .unwrap_or_else(|e| panic!("could not pause {}: {e}", Self::NAME));
     }
 
-    /// Thaws a paused LocalStack and waits until it is healthy again.
-    pub async fn unpause(&self) {
-        lifecycle::unpause(&self.container, "LocalStack").await;
-        self.wait_healthy().await;
+    /// Thaws a paused server and waits until it is healthy again.
+    async fn unpause(&self) {
+        self.container()
+            .unpause()
+            .await
+            .unwrap_or_else(|e| panic!("could not unpause {}: {e}", Self::NAME));
+        self.ready().await;
     }
+}
 
-    /// The underlying container.
-    pub fn container(&self) -> &ContainerAsync<LocalStack> {
+impl ServerContainer for OpenBaoServer {
+    type Image = OpenBao;
+    const NAME: &'static str = "OpenBao";
+
+    fn container(&self) -> &ContainerAsync<OpenBao> {
         &self.container
+    }
+
+    async fn ready(&self) {
+        self.wait_healthy().await;
+    }
+}
+
+impl ServerContainer for LocalStackServer {
+    type Image = LocalStack;
+    const NAME: &'static str = "LocalStack";
+
+    fn container(&self) -> &ContainerAsync<LocalStack> {
+        &self.container
+    }
+
+    async fn ready(&self) {
+        self.wait_healthy().await;
     }
 }
 

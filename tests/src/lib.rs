@@ -12,3 +12,4 @@
 
 pub mod conformance;
 pub mod containers;
+pub mod fixtures;
