@@ -4,129 +4,17 @@
 //! with the AWS SDK), used with only the spec's variables plus LocalStack's
 //! endpoint and dummy credentials.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_kms::types::{KeySpec, KeyUsageType};
-use aws_sdk_ssm::config::Credentials;
 use aws_sdk_ssm::types::ParameterType;
 use kms::aws::AwsProvider;
 
-use kms::{Envelope, Error, KeyId, KeyProvider, KeyVersion, LiveVersions};
+use kms::{Error, KeyId, KeyProvider, KeyVersion, LiveVersions};
 use kms_tests::conformance::{self, Expect};
-use kms_tests::containers::ServerContainer;
-use kms_tests::containers::{self, LocalStackServer};
 
 use crate::scenarios;
+use kms_tests::fixtures::aws::{Aws, create_kms_key, parameter};
 use kms_tests::fixtures::{DESCRIPTION, error_chain, kms_cli, kms_from, random_hex, text_version};
-
-const REGION: &str = "us-east-1";
-
-fn parameter(key_id: &str) -> String {
-    format!("/boosterbeacon/encryption-keys/{key_id}")
-}
-
-/// LocalStack with the spec's set-up done: a KMS key and the parameter of
-/// key id `default`.
-pub(crate) struct Aws {
-    server: LocalStackServer,
-    kms: aws_sdk_kms::Client,
-    ssm: aws_sdk_ssm::Client,
-    /// The KMS key of the spec's step 1.
-    pub(crate) key_id: String,
-    /// The value of the parameter of `default`.
-    key: String,
-}
-
-async fn sdk_config(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await
-}
-
-impl Aws {
-    pub(crate) async fn start() -> Self {
-        let server = containers::localstack().await;
-        let config = sdk_config(&server.endpoint).await;
-        let kms = aws_sdk_kms::Client::new(&config);
-        let ssm = aws_sdk_ssm::Client::new(&config);
-        let key_id = create_kms_key(&kms).await;
-        let aws = Aws {
-            server,
-            kms,
-            ssm,
-            key_id,
-            key: random_hex(),
-        };
-        aws.put("default", &aws.key, &aws.key_id).await;
-        aws
-    }
-
-    /// The spec's step 2: `aws ssm put-parameter --name <prefix>/<id>
-    /// --value <hex> --type SecureString --key-id <kms key>`.
-    async fn put(&self, key_id: &str, value: &str, kms_key: &str) -> i64 {
-        self.ssm
-            .put_parameter()
-            .name(parameter(key_id))
-            .value(value)
-            .r#type(ParameterType::SecureString)
-            .key_id(kms_key)
-            .overwrite(true)
-            .send()
-            .await
-            .unwrap()
-            .version()
-    }
-
-    /// The spec's step 3 as a variable lookup, plus LocalStack's endpoint
-    /// and dummy credentials, plus `extra`.
-    pub(crate) fn env(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
-        let mut vars: HashMap<String, String> = [
-            ("KMS_PROVIDER", "aws"),
-            ("KMS_KEY_ID", "default"),
-            ("AWS_REGION", REGION),
-            ("AWS_ENDPOINT_URL", self.server.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        for (k, v) in extra {
-            vars.insert((*k).to_owned(), (*v).to_owned());
-        }
-        vars
-    }
-
-    async fn provider(&self) -> AwsProvider {
-        AwsProvider::builder()
-            .region(REGION)
-            .endpoint_url(&self.server.endpoint)
-            .credentials("test", "test", None)
-            .build()
-            .await
-            .unwrap()
-    }
-}
-
-/// The spec's step 1: `aws kms create-key --description ... --key-usage
-/// ENCRYPT_DECRYPT --key-spec SYMMETRIC_DEFAULT`; returns the key id.
-async fn create_kms_key(kms: &aws_sdk_kms::Client) -> String {
-    let out = kms
-        .create_key()
-        .description(DESCRIPTION)
-        .key_usage(KeyUsageType::EncryptDecrypt)
-        .key_spec(KeySpec::SymmetricDefault)
-        .send()
-        .await
-        .unwrap();
-    out.key_metadata().unwrap().key_id().to_owned()
-}
 
 /// The spec's set-up, end to end: the parameter's key encrypts and
 /// decrypts through the library and through the `kms` CLI, in both
@@ -135,36 +23,16 @@ async fn create_kms_key(kms: &aws_sdk_kms::Client) -> String {
 #[tokio::test]
 async fn aws_spec_setup_through_library_and_cli() {
     kms_tests::skip_without_docker!();
-    let aws = Aws::start().await;
-    let vars = aws.env(&[]);
-    let kms = kms_from(&vars).await;
-    assert_eq!(kms.config().provider, "aws");
-
-    let current = kms.provider().current_key(&KeyId::default()).await.unwrap();
-    assert_eq!(*current.material().to_hex(), aws.key);
-    assert_eq!(current.version().as_str(), "1");
-
-    let secret = "sk_live_51H8example";
-    let stored = kms.encrypt_str(secret, b"users:42").await.unwrap();
-    assert_eq!(kms.decrypt_str(&stored, b"users:42").await.unwrap(), secret);
-    assert_eq!(text_version(&stored).as_str(), "1");
-
-    scenarios::cli_round_trip(&vars, &kms, secret, &stored, "aws").await;
-
-    let (code, out, err) = kms_cli(&vars, &["metadata"], b"").await;
-    assert_eq!(code, 0, "kms metadata: {err}");
-    let meta: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let data = &meta["data"];
-    assert_eq!(data["keyId"], "default", "{out}");
+    let scenarios::SetUp {
+        fixture: aws,
+        vars,
+        kms,
+        stored,
+        metadata,
+    } = scenarios::spec_setup::<Aws>().await;
+    let secret = scenarios::SECRET;
     // The spec's put-parameter sets no description: the KMS key's is shown.
-    assert_eq!(data["description"], DESCRIPTION, "{out}");
-    assert_eq!(data["enabled"], true, "{out}");
-    assert_eq!(data["keyUsage"], "ENCRYPT_DECRYPT", "{out}");
-    assert_eq!(data["keySpec"], "AES-256", "{out}");
-    assert_eq!(data["currentVersion"], "1", "{out}");
-    assert!(data["createdAt"].is_string(), "{out}");
-    assert!(data["lastRotated"].is_null(), "never rotated: {out}");
-    assert!(!out.contains(&aws.key), "metadata shows the key: {out}");
+    assert_eq!(metadata["description"], DESCRIPTION);
 
     // Rotation through the CLI's library, seen by another process at once.
     let other = kms_from(&vars).await;
@@ -268,8 +136,16 @@ async fn futures_join(
     vec![a, b, c, d]
 }
 
-/// Missing parameter, missing version, malformed value, disabled KMS key:
-/// typed, permanent errors with the spec's wording, never retried.
+/// The spec's error wording (the shared scenario; LocalStack takes any
+/// credentials, so there is no refusal to check here).
+#[tokio::test]
+async fn aws_errors_use_the_spec_wording() {
+    kms_tests::skip_without_docker!();
+    scenarios::errors_use_the_spec_wording::<Aws>().await;
+}
+
+/// What the shared scenario cannot ask of every provider: versions that do
+/// not exist, rotating a missing key, and a KMS key that was disabled.
 #[tokio::test]
 async fn aws_errors_are_typed() {
     kms_tests::skip_without_docker!();
@@ -277,10 +153,9 @@ async fn aws_errors_are_typed() {
     let p = aws.provider().await;
     let id = KeyId::default();
 
+    // (The spec's wording of a missing key and a malformed value:
+    // aws_errors_use_the_spec_wording.)
     let kms = kms_from(&aws.env(&[("KMS_KEY_ID", "missing-key")])).await;
-    let err = kms.encrypt(b"x", b"").await.unwrap_err();
-    assert_eq!(err.to_string(), "Encryption key not found: missing-key");
-    assert!(err.is_permanent());
     let err = kms.rotate().await.unwrap_err();
     assert_eq!(err.to_string(), "Encryption key not found: missing-key");
 
@@ -294,13 +169,6 @@ async fn aws_errors_are_typed() {
             "{version}: {err:?}"
         );
     }
-
-    aws.put("malformed", "nothex", &aws.key_id).await;
-    let kms = kms_from(&aws.env(&[("KMS_KEY_ID", "malformed")])).await;
-    let err = kms.encrypt(b"x", b"").await.unwrap_err();
-    assert_eq!(err.to_string(), "Invalid key length: expected 32 bytes");
-    assert!(err.is_permanent());
-    assert!(!format!("{err:?}").contains("nothex"));
 
     // A parameter under its own KMS key, which is then disabled.
     let disabled_key = create_kms_key(&aws.kms).await;
@@ -332,44 +200,7 @@ async fn aws_errors_are_typed() {
 #[tokio::test]
 async fn aws_outage_fails_fast_and_recovers() {
     kms_tests::skip_without_docker!();
-    let aws = Aws::start().await;
-    aws.put("second", &random_hex(), &aws.key_id).await;
-    let open_for = Duration::from_millis(2000);
-    let vars = aws.env(&[
-        ("KMS_TIMEOUT", "300"),
-        ("KMS_RETRY_ATTEMPTS", "1"),
-        ("KMS_CIRCUIT_FAILURE_THRESHOLD", "3"),
-        ("KMS_CIRCUIT_OPEN_DURATION", "2000"),
-    ]);
-    let kms = kms_from(&vars).await;
-    let cached_ct = kms.encrypt(b"cached", b"").await.unwrap();
-
-    // Version 2 is written by another instance; this `kms` never fetches it
-    // before the outage.
-    let other = kms_from(&vars).await;
-    other.rotate().await.unwrap();
-    let unseen_ct = other.encrypt(b"unseen", b"").await.unwrap();
-    assert_eq!(
-        Envelope::parse(&unseen_ct)
-            .unwrap()
-            .key_version()
-            .unwrap()
-            .as_str(),
-        "2"
-    );
-
-    let second = kms.with_key_id(KeyId::new("second").unwrap());
-    scenarios::outage_fails_fast_and_recovers(
-        &kms,
-        &second,
-        &cached_ct,
-        &unseen_ct,
-        open_for,
-        scenarios::Outage::Hangs,
-        aws.server.pause(),
-        aws.server.unpause(),
-    )
-    .await;
+    scenarios::outage::<Aws>().await;
 }
 
 /// SSM keeps 100 versions of a parameter. 101 rotations from the spec's

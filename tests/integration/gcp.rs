@@ -4,154 +4,21 @@
 //! --data-file=-` with `openssl rand -hex 32`), here through the official
 //! Rust client, which the provider also uses.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use google_cloud_secretmanager_v1::client::SecretManagerService;
-use google_cloud_secretmanager_v1::model::replication::Automatic;
-use google_cloud_secretmanager_v1::model::{Replication, Secret, SecretPayload};
-use kms::circuit::ResilienceConfig;
-use kms::gcp::GcpProvider;
-use kms::{Envelope, Error, KeyId, KeyProvider, KeyVersion, Kms};
-use kms_gcp_emulator::{Emulator, EmulatorHandle};
-use kms_testing::FaultyProvider;
+use kms::{Error, KeyId, KeyProvider, KeyVersion};
 use kms_tests::conformance::{self, Expect};
 
-use kms_tests::fixtures::{error_chain, kms_cli, kms_from, random_hex, text_version};
+use crate::scenarios;
 
-const PROJECT: &str = "boosterbeacon-test";
-
-fn secret_name(key_id: &str) -> String {
-    format!("projects/{PROJECT}/secrets/boosterbeacon-encryption-key-{key_id}")
-}
-
-/// The official client, pointed at the emulator without credentials.
-pub(crate) async fn admin(emu: &EmulatorHandle) -> SecretManagerService {
-    SecretManagerService::builder()
-        .with_endpoint(&emu.endpoint)
-        .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
-        .build()
-        .await
-        .unwrap()
-}
-
-/// `gcloud secrets create boosterbeacon-encryption-key-<id> --data-file=-`:
-/// a secret with automatic replication and a first version holding `payload`.
-pub(crate) async fn create_key(client: &SecretManagerService, key_id: &str, payload: &str) {
-    client
-        .create_secret()
-        .set_parent(format!("projects/{PROJECT}"))
-        .set_secret_id(format!("boosterbeacon-encryption-key-{key_id}"))
-        .set_secret(
-            Secret::new().set_replication(Replication::new().set_automatic(Automatic::new())),
-        )
-        .send()
-        .await
-        .unwrap();
-    add_version(client, key_id, payload).await;
-}
-
-async fn add_version(client: &SecretManagerService, key_id: &str, payload: &str) {
-    client
-        .add_secret_version()
-        .set_parent(secret_name(key_id))
-        .set_payload(SecretPayload::new().set_data(payload.as_bytes().to_vec()))
-        .send()
-        .await
-        .unwrap();
-}
-
-/// An emulator holding key `default`, made as the spec says; returns its hex.
-async fn emulator_with_default_key() -> (EmulatorHandle, SecretManagerService, String) {
-    let emu = Emulator::start().await.unwrap();
-    let client = admin(&emu).await;
-    let key = random_hex();
-    create_key(&client, "default", &key).await;
-    (emu, client, key)
-}
-
-/// The spec's step 3 (`KMS_PROVIDER=gcp`, `KMS_KEY_ID=default`,
-/// `GOOGLE_CLOUD_PROJECT`) plus the emulator settings and `extra`.
-pub(crate) fn spec_env(emu: &EmulatorHandle, extra: &[(&str, &str)]) -> HashMap<String, String> {
-    let mut vars: HashMap<String, String> = [
-        ("KMS_PROVIDER", "gcp"),
-        ("KMS_KEY_ID", "default"),
-        ("GOOGLE_CLOUD_PROJECT", PROJECT),
-        ("KMS_GCP_ENDPOINT", emu.endpoint.as_str()),
-        ("KMS_GCP_ANONYMOUS", "true"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    for (k, v) in extra {
-        vars.insert((*k).to_owned(), (*v).to_owned());
-    }
-    vars
-}
-
-async fn provider(emu: &EmulatorHandle) -> GcpProvider {
-    GcpProvider::builder()
-        .project(PROJECT)
-        .endpoint(&emu.endpoint)
-        .anonymous(true)
-        .build()
-        .await
-        .unwrap()
-}
+use kms_tests::fixtures::gcp::{Gcp, emulator_with_default_key, provider, secret_name, spec_env};
+use kms_tests::fixtures::{kms_from, text_version};
 
 /// The spec's set-up end to end: the key from the set-up encrypts and
 /// decrypts through the library and through the `kms` CLI, both ways.
 #[tokio::test]
 async fn gcp_spec_setup_through_library_and_cli() {
-    let (emu, _client, key) = emulator_with_default_key().await;
-    let vars = spec_env(&emu, &[]);
-    let kms = kms_from(&vars).await;
-    assert_eq!(kms.config().provider, "gcp");
-
-    let current = kms.provider().current_key(&KeyId::default()).await.unwrap();
-    assert_eq!(*current.material().to_hex(), key);
-    assert_eq!(
-        current.version().as_str(),
-        "1",
-        "latest must report its real number"
-    );
-
-    let secret = "sk_live_51H8example";
-    let stored = kms.encrypt_str(secret, b"users:42").await.unwrap();
-    assert_eq!(kms.decrypt_str(&stored, b"users:42").await.unwrap(), secret);
-    assert_eq!(text_version(&stored).as_str(), "1");
-
-    let (code, out, err) =
-        kms_cli(&vars, &["encrypt", "--aad", "users:42"], secret.as_bytes()).await;
-    assert_eq!(code, 0, "kms encrypt: {err}");
-    assert_eq!(
-        kms.decrypt_str(out.trim(), b"users:42").await.unwrap(),
-        secret
-    );
-
-    let (code, out, err) =
-        kms_cli(&vars, &["decrypt", "--aad", "users:42"], stored.as_bytes()).await;
-    assert_eq!(code, 0, "kms decrypt: {err}");
-    assert_eq!(out, secret);
-
-    let (code, out, err) = kms_cli(&vars, &["health"], b"").await;
-    assert_eq!(code, 0, "kms health: {out} {err}");
-    let health: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(health["data"]["provider"], "gcp", "{out}");
-    assert_eq!(health["data"]["healthy"], true, "{out}");
-
-    let (code, out, err) = kms_cli(&vars, &["metadata"], b"").await;
-    assert_eq!(code, 0, "kms metadata: {err}");
-    let meta: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let data = &meta["data"];
-    assert_eq!(data["keyId"], "default", "{out}");
-    assert_eq!(data["enabled"], true, "{out}");
-    assert_eq!(data["provider"], "gcp", "{out}");
-    assert_eq!(data["currentVersion"], "1", "{out}");
-    assert!(data["createdAt"].is_string(), "{out}");
-    assert!(data["lastRotated"].is_null(), "never rotated: {out}");
-    assert!(!out.contains(&key), "metadata shows the key: {out}");
+    scenarios::spec_setup::<Gcp>().await;
 }
 
 #[tokio::test]
@@ -257,46 +124,7 @@ async fn gcp_rotation_disable_and_destroy() {
 /// key, and a payload that is not 64 hex characters.
 #[tokio::test]
 async fn gcp_errors_use_the_spec_wording() {
-    let (emu, client, _) = emulator_with_default_key().await;
-    create_key(&client, "malformed", "not-a-hex-key").await;
-
-    emu.require_token(Some("the-right-token"));
-    let counted = Arc::new(FaultyProvider::new(provider(&emu).await));
-    let kms = Kms::builder()
-        .provider_arc(counted.clone())
-        .resilience(ResilienceConfig {
-            retries: 3,
-            initial_backoff: Duration::from_millis(300),
-            ..ResilienceConfig::default()
-        })
-        .build()
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let err = kms.encrypt(b"x", b"").await.unwrap_err();
-    assert_eq!(err.to_string(), "Access denied to encryption key");
-    assert!(err.is_permanent());
-    assert_eq!(counted.calls(), 1, "an access denial must not be retried");
-    assert!(
-        started.elapsed() < Duration::from_millis(1000),
-        "{:?}",
-        started.elapsed()
-    );
-    let chain = error_chain(&err);
-    assert!(chain.contains("UNAUTHENTICATED"), "{chain}");
-    let health = kms.health().await;
-    assert!(!health.healthy, "{health:?}");
-    assert!(health.error.unwrap_or_default().contains("Access denied"));
-    emu.require_token(None);
-
-    let kms = kms_from(&spec_env(&emu, &[("KMS_KEY_ID", "missing-key")])).await;
-    let err = kms.encrypt(b"x", b"").await.unwrap_err();
-    assert_eq!(err.to_string(), "Encryption key not found: missing-key");
-
-    let kms = kms_from(&spec_env(&emu, &[("KMS_KEY_ID", "malformed")])).await;
-    let err = kms.encrypt(b"x", b"").await.unwrap_err();
-    assert_eq!(err.to_string(), "Invalid key length: expected 32 bytes");
-    assert!(err.is_permanent());
+    scenarios::errors_use_the_spec_wording::<Gcp>().await;
 }
 
 /// An outage (the emulator stopped): cached keys keep working, uncached
@@ -304,42 +132,5 @@ async fn gcp_errors_use_the_spec_wording() {
 /// fast, and the stack recovers by itself once the emulator is back.
 #[tokio::test]
 async fn gcp_outage_fails_fast_and_recovers() {
-    let (emu, client, _) = emulator_with_default_key().await;
-    create_key(&client, "second", &random_hex()).await;
-    let open_for = Duration::from_millis(1000);
-    let vars = spec_env(
-        &emu,
-        &[
-            ("KMS_TIMEOUT", "300"),
-            ("KMS_RETRY_ATTEMPTS", "1"),
-            ("KMS_CIRCUIT_FAILURE_THRESHOLD", "3"),
-            ("KMS_CIRCUIT_OPEN_DURATION", "1000"),
-        ],
-    );
-    let kms = kms_from(&vars).await;
-    let cached_ct = kms.encrypt(b"cached", b"").await.unwrap();
-    let other = kms_from(&vars).await;
-    other.rotate().await.unwrap();
-    let unseen_ct = other.encrypt(b"unseen", b"").await.unwrap();
-    assert_eq!(
-        Envelope::parse(&unseen_ct)
-            .unwrap()
-            .key_version()
-            .unwrap()
-            .as_str(),
-        "2"
-    );
-
-    let second = kms.with_key_id(KeyId::new("second").unwrap());
-    crate::scenarios::outage_fails_fast_and_recovers(
-        &kms,
-        &second,
-        &cached_ct,
-        &unseen_ct,
-        open_for,
-        crate::scenarios::Outage::Refuses,
-        emu.stop(),
-        async { emu.restart().await.unwrap() },
-    )
-    .await;
+    scenarios::outage::<Gcp>().await;
 }

@@ -376,7 +376,7 @@ async fn scheduled_rotation_racing_instances_vault() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_rotation_racing_instances_aws() {
     kms_tests::skip_without_docker!();
-    let aws = crate::aws::Aws::start().await;
+    let aws = kms_tests::fixtures::aws::Aws::start().await;
     let vars = aws.env(&[("KMS_CACHE_TTL", "0")]);
     // SSM's LastModifiedDate may be rounded to the second.
     let period = Duration::from_secs(2);
@@ -395,9 +395,10 @@ async fn scheduled_rotation_racing_instances_aws() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_rotation_racing_instances_gcp() {
     let emu = kms_gcp_emulator::Emulator::start().await.unwrap();
-    let admin = crate::gcp::admin(&emu).await;
-    crate::gcp::create_key(&admin, "default", &KeyMaterial::generate().to_hex()).await;
-    let vars = crate::gcp::spec_env(&emu, &[("KMS_CACHE_TTL", "0")]);
+    let admin = kms_tests::fixtures::gcp::admin(&emu).await;
+    kms_tests::fixtures::gcp::create_key(&admin, "default", &KeyMaterial::generate().to_hex())
+        .await;
+    let vars = kms_tests::fixtures::gcp::spec_env(&emu, &[("KMS_CACHE_TTL", "0")]);
     let period = Duration::from_secs(1);
     racing_instances(
         &vars,

@@ -12,7 +12,7 @@ use kms::{Error, KeyId, KeyMaterial, KeyProvider, Kms, LiveVersions};
 use kms_gcp_emulator::{Emulator, EmulatorHandle};
 use kms_tests::containers::{self, OpenBaoServer};
 
-use crate::aws::Aws;
+use kms_tests::fixtures::aws::Aws;
 use kms_tests::fixtures::vault::bao_ok;
 use kms_tests::fixtures::{kms_cli, kms_from};
 
@@ -65,7 +65,7 @@ impl Servers {
                 ("KMS_KEY_ID", key_id),
                 ("KMS_AWS_KMS_KEY_ID", &self.aws.key_id),
             ]),
-            Kind::Gcp => crate::gcp::spec_env(&self.emu, &id),
+            Kind::Gcp => kms_tests::fixtures::gcp::spec_env(&self.emu, &id),
             Kind::Env => panic!("env variables come from EnvKeys"),
         }
     }
@@ -156,7 +156,7 @@ async fn make_source(
             assert_eq!(code, 0, "bao kv destroy: {err}");
         }
         Kind::Gcp => {
-            crate::gcp::admin(&servers.emu)
+            kms_tests::fixtures::gcp::admin(&servers.emu)
                 .await
                 .disable_secret_version()
                 .set_name(format!(
@@ -346,10 +346,11 @@ async fn migrate_cli_end_to_end() {
     std::fs::write(&file, text).unwrap();
     let file = file.to_str().unwrap().to_owned();
 
-    let mut vars: HashMap<String, String> = crate::gcp::spec_env(&emu, &[("KMS_KEY_ID", key_id)])
-        .into_iter()
-        .map(|(k, v)| (format!("DST_{k}"), v))
-        .collect();
+    let mut vars: HashMap<String, String> =
+        kms_tests::fixtures::gcp::spec_env(&emu, &[("KMS_KEY_ID", key_id)])
+            .into_iter()
+            .map(|(k, v)| (format!("DST_{k}"), v))
+            .collect();
     let no_key_bytes = |out: &str, err: &str| {
         for k in &keys.0 {
             assert!(
@@ -374,7 +375,11 @@ async fn migrate_cli_end_to_end() {
         "{out}"
     );
     no_key_bytes(&out, &err);
-    let gcp = kms_from(&crate::gcp::spec_env(&emu, &[("KMS_KEY_ID", key_id)])).await;
+    let gcp = kms_from(&kms_tests::fixtures::gcp::spec_env(
+        &emu,
+        &[("KMS_KEY_ID", key_id)],
+    ))
+    .await;
     assert_no_key(gcp.provider().as_ref(), &id, "after the dry run").await;
 
     // Apply, then again.

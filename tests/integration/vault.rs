@@ -6,16 +6,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kms::circuit::ResilienceConfig;
-
 use kms::vault::{VaultProvider, VaultProviderBuilder};
-use kms::{Envelope, Error, IvLength, KeyId, KeyProvider, KeyVersion, Kms, LiveVersions};
-use kms_testing::FaultyProvider;
+use kms::{Error, IvLength, KeyId, KeyProvider, KeyVersion, LiveVersions};
 use kms_tests::conformance::{self, Expect};
+
+use crate::scenarios;
 use kms_tests::containers::ServerContainer;
 use kms_tests::containers::{self, OpenBaoServer};
-use kms_tests::fixtures::vault::{bao_ok, key_path, put_key, server_with_default_key, spec_env};
-use kms_tests::fixtures::{DESCRIPTION, error_chain, kms_cli, kms_from, random_hex, text_version};
+use kms_tests::fixtures::vault::{Vault, bao_ok, key_path, server_with_default_key, spec_env};
+use kms_tests::fixtures::{DESCRIPTION, kms_cli, kms_from, random_hex, text_version};
 
 async fn provider(bao: &OpenBaoServer) -> VaultProvider {
     VaultProvider::builder()
@@ -32,37 +31,8 @@ async fn provider(bao: &OpenBaoServer) -> VaultProvider {
 #[tokio::test]
 async fn vault_spec_setup_through_library_and_cli() {
     kms_tests::skip_without_docker!();
-    let (bao, key) = server_with_default_key().await;
-    let vars = spec_env(&bao, &[]);
-    let kms = kms_from(&vars).await;
-    assert_eq!(kms.config().provider, "vault");
-
-    // The library uses exactly the key that `bao kv put` stored.
-    let current = kms.provider().current_key(&KeyId::default()).await.unwrap();
-    assert_eq!(*current.material().to_hex(), key);
-    assert_eq!(current.version().as_str(), "1");
-
-    let secret = "sk_live_51H8example";
-    let stored = kms.encrypt_str(secret, b"users:42").await.unwrap();
-    assert_eq!(kms.decrypt_str(&stored, b"users:42").await.unwrap(), secret);
-    assert_eq!(text_version(&stored).as_str(), "1");
-
-    crate::scenarios::cli_round_trip(&vars, &kms, secret, &stored, "vault").await;
-
-    let (code, out, err) = kms_cli(&vars, &["metadata"], b"").await;
-    assert_eq!(code, 0, "kms metadata: {err}");
-    let meta: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let data = &meta["data"];
-    assert_eq!(data["keyId"], "default", "{out}");
-    assert_eq!(data["description"], DESCRIPTION, "{out}");
-    assert_eq!(data["enabled"], true, "{out}");
-    assert_eq!(data["keyUsage"], "ENCRYPT_DECRYPT", "{out}");
-    assert_eq!(data["keySpec"], "AES-256", "{out}");
-    assert_eq!(data["provider"], "vault", "{out}");
-    assert_eq!(data["currentVersion"], "1", "{out}");
-    assert!(data["createdAt"].is_string(), "{out}");
-    assert!(data["lastRotated"].is_null(), "never rotated: {out}");
-    assert!(!out.contains(&key), "metadata shows the key: {out}");
+    let set_up = scenarios::spec_setup::<Vault>().await;
+    assert_eq!(set_up.metadata["description"], DESCRIPTION);
 }
 
 #[tokio::test]
@@ -236,61 +206,7 @@ async fn collect(handles: Vec<Rotation>) -> Vec<kms::Result<kms::DataKey>> {
 #[tokio::test]
 async fn vault_errors_use_the_spec_wording() {
     kms_tests::skip_without_docker!();
-    let (bao, _) = server_with_default_key().await;
-
-    // Wrong token, behind a facade that would retry temporary errors 3 times
-    // with a noticeable backoff.
-    let wrong_token = "s.wrong-token-7f3a9c";
-    let vault = VaultProvider::builder()
-        .address(&bao.addr)
-        .token(wrong_token)
-        .build()
-        .await
-        .unwrap();
-    let counted = Arc::new(FaultyProvider::new(vault));
-    let kms = Kms::builder()
-        .provider_arc(counted.clone())
-        .resilience(ResilienceConfig {
-            retries: 3,
-            initial_backoff: Duration::from_millis(300),
-            ..ResilienceConfig::default()
-        })
-        .build()
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let err = kms.encrypt(b"x", b"").await.unwrap_err();
-    assert_eq!(err.to_string(), "Access denied to encryption key");
-    assert!(err.is_permanent());
-    assert_eq!(counted.calls(), 1, "an access denial must not be retried");
-    assert!(
-        started.elapsed() < Duration::from_millis(1000),
-        "{:?}",
-        started.elapsed()
-    );
-    let chain = error_chain(&err);
-    assert!(chain.contains("403"), "{chain}");
-    assert!(!chain.contains(wrong_token) && !format!("{err:?}").contains(wrong_token));
-    let health = kms.health().await;
-    assert!(!health.healthy, "{health:?}");
-    let message = health.error.unwrap_or_default();
-    assert!(message.contains("Access denied"), "{message}");
-    assert!(!message.contains(wrong_token), "{message}");
-
-    // Missing key.
-    let kms = kms_from(&spec_env(&bao, &[("KMS_KEY_ID", "missing-key")])).await;
-    let err = kms.encrypt(b"x", b"").await.unwrap_err();
-    assert_eq!(err.to_string(), "Encryption key not found: missing-key");
-
-    // A stored value that is not a 64-hex key.
-    let (code, _, stderr) = bao
-        .bao(&["kv", "put", &key_path("malformed"), "key=nothex"])
-        .await;
-    assert_eq!(code, 0, "{stderr}");
-    let kms = kms_from(&spec_env(&bao, &[("KMS_KEY_ID", "malformed")])).await;
-    let err = kms.encrypt(b"x", b"").await.unwrap_err();
-    assert_eq!(err.to_string(), "Invalid key length: expected 32 bytes");
-    assert!(err.is_permanent());
+    scenarios::errors_use_the_spec_wording::<Vault>().await;
 }
 
 /// An outage (the server frozen): cached keys keep working, uncached calls
@@ -299,47 +215,7 @@ async fn vault_errors_use_the_spec_wording() {
 #[tokio::test]
 async fn vault_outage_fails_fast_and_recovers() {
     kms_tests::skip_without_docker!();
-    let (bao, _) = server_with_default_key().await;
-    put_key(&bao, "second", &random_hex()).await;
-    let open_for = Duration::from_millis(2000);
-    let vars = spec_env(
-        &bao,
-        &[
-            ("KMS_TIMEOUT", "300"),
-            ("KMS_RETRY_ATTEMPTS", "1"),
-            ("KMS_CIRCUIT_FAILURE_THRESHOLD", "3"),
-            ("KMS_CIRCUIT_OPEN_DURATION", "2000"),
-        ],
-    );
-    let kms = kms_from(&vars).await;
-    let cached_ct = kms.encrypt(b"cached", b"").await.unwrap();
-
-    // Version 2 is written by someone else (another instance's rotation);
-    // this `kms` never fetches it before the outage.
-    let other = kms_from(&vars).await;
-    other.rotate().await.unwrap();
-    let unseen_ct = other.encrypt(b"unseen", b"").await.unwrap();
-    assert_eq!(
-        Envelope::parse(&unseen_ct)
-            .unwrap()
-            .key_version()
-            .unwrap()
-            .as_str(),
-        "2"
-    );
-
-    let second = kms.with_key_id(KeyId::new("second").unwrap());
-    crate::scenarios::outage_fails_fast_and_recovers(
-        &kms,
-        &second,
-        &cached_ct,
-        &unseen_ct,
-        open_for,
-        crate::scenarios::Outage::Hangs,
-        bao.pause(),
-        bao.unpause(),
-    )
-    .await;
+    scenarios::outage::<Vault>().await;
 }
 
 /// AppRole as the second auth method, set up with the CLI: a policy for the
