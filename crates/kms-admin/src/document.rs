@@ -434,6 +434,27 @@ mod tests {
         assert_eq!(lookup("AWS_SECRET_ACCESS_KEY").as_deref(), Some("s3cr3t"));
     }
 
+    /// A field comes from the provider crate's declaration alone
+    /// (`kms_vault::SETTINGS` names `requestTimeout`).
+    #[test]
+    fn provider_declarations_make_the_fields() {
+        let doc = Document::parse(br#"{"provider":"vault","requestTimeout":"30s"}"#).unwrap();
+        let lookup = doc.lookup(&base(&[])).unwrap();
+        assert_eq!(lookup("VAULT_CLIENT_TIMEOUT").as_deref(), Some("30s"));
+        let err = Document::parse(br#"{"provider":"aws","requestTimeout":"30s"}"#).unwrap_err();
+        assert!(format!("{err:?}").contains("does not apply"), "{err:?}");
+        for setting in kms::vault::SETTINGS {
+            for name in setting.fields {
+                assert!(
+                    fields()
+                        .iter()
+                        .any(|f| f.name == *name && f.variable == setting.variable),
+                    "{name}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn errors_name_fields_not_values() {
         for (body, expected) in [

@@ -17,9 +17,9 @@ pub const PROVIDER: &str = "vault";
 
 /// Every setting of this provider, declared once: the variables
 /// [`VaultProviderBuilder::from_lookup`] reads, with their names in the admin
-/// API's configuration document. `VAULT_CACERT`, `VAULT_SKIP_VERIFY` and
-/// `VAULT_CLIENT_TIMEOUT` have none: a document may not make the server
-/// read a file of the caller's choosing or stop verifying certificates.
+/// API's configuration document. `VAULT_CACERT` and `VAULT_SKIP_VERIFY`
+/// have none: a document may not make the server read a file of the
+/// caller's choosing or stop verifying certificates.
 pub const SETTINGS: &[Setting] = &[
     Setting::new("VAULT_ADDR")
         .fields(&["address", "endpoint"])
@@ -39,7 +39,9 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("VAULT_NAMESPACE").fields(&["namespace"]),
     Setting::new("VAULT_CACERT"),
     Setting::new("VAULT_SKIP_VERIFY").default("false"),
-    Setting::new("VAULT_CLIENT_TIMEOUT").default("60s"),
+    Setting::new("VAULT_CLIENT_TIMEOUT")
+        .fields(&["requestTimeout"])
+        .default("60s"),
     Setting::new("KMS_VAULT_MOUNT")
         .fields(&["mount"])
         .default(DEFAULT_MOUNT),

@@ -2,9 +2,10 @@
 //!
 //! The builder ([`KmsBuilder`], here) only collects settings; each job has
 //! its own file: which provider and its settings (`kind.rs`), reading the
-//! environment (`env.rs`), building the provider stack and the [`Kms`]
+//! environment (`env.rs`), building the provider stack and the [`Kms`](crate::Kms)
 //! (`stack.rs`), and the settings without secrets ([`KmsConfig`],
-//! `summary.rs`).
+//! `summary.rs`). Only `stack.rs` knows the client; the client knows
+//! only [`KmsConfig`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,10 +13,9 @@ use std::time::Duration;
 
 use kms_cache::CacheConfig;
 use kms_circuit::ResilienceConfig;
-use kms_core::{IvLength, KeyId, KeyProvider, KeyVersion, Result};
+use kms_core::{IvLength, KeyId, KeyProvider, KeyVersion};
 use kms_telemetry::TelemetryConfig;
 
-use crate::client::Kms;
 use crate::lifecycle::LifecycleConfig;
 
 mod env;
@@ -43,7 +43,7 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 /// Most retries accepted in `KMS_RETRY_ATTEMPTS`.
 pub const MAX_RETRY_ATTEMPTS: u32 = 10;
 
-/// Builds a [`Kms`], from the environment ([`KmsBuilder::from_env`]) or in code.
+/// Builds a [`Kms`](crate::Kms), from the environment ([`KmsBuilder::from_env`]) or in code.
 ///
 /// | variable | builder | default |
 /// | --- | --- | --- |
@@ -71,10 +71,10 @@ pub const MAX_RETRY_ATTEMPTS: u32 = 10;
 /// # Key lifecycle
 ///
 /// **Minimum decryption version** (as Vault transit's
-/// `min_decryption_version`): [`Kms::decrypt`] refuses a ciphertext written
+/// `min_decryption_version`): [`Kms::decrypt`](crate::Kms::decrypt) refuses a ciphertext written
 /// under a version older than the minimum with
 /// [`Error::KeyVersionRetired`](kms_core::Error::KeyVersionRetired), so old versions can be retired once the
-/// data has been rewrapped ([`Kms::rewrap_text`], `kms rewrap`). Versions
+/// data has been rewrapped ([`Kms::rewrap_text`](crate::Kms::rewrap_text), `kms rewrap`). Versions
 /// are the provider's own names (Vault and Secret Manager numbers, SSM
 /// parameter versions, env fingerprints); "older" means earlier in
 /// [`KeyProvider::versions`]. `build()` lists the key's versions (one
@@ -88,7 +88,7 @@ pub const MAX_RETRY_ATTEMPTS: u32 = 10;
 /// lists it, never cached) and then rotates it with
 /// [`KeyProvider::rotate_if_current`]: a check-and-set, so that many
 /// instances sharing the key make one new version per period, not one each.
-/// The task stops when the last clone of the [`Kms`] is dropped and never
+/// The task stops when the last clone of the [`Kms`](crate::Kms) is dropped and never
 /// keeps the process alive. Outcomes are logged (target `kms`): rotations at
 /// `info`, failures at `warn`.
 ///
@@ -405,21 +405,5 @@ impl KmsBuilder {
                 .collect(),
             rotation_period_ms: self.lifecycle.rotation_period.map(millis),
         }
-    }
-}
-
-impl Kms {
-    /// A builder with the documented defaults.
-    #[must_use]
-    pub fn builder() -> KmsBuilder {
-        KmsBuilder::new()
-    }
-
-    /// Builds from the spec's environment variables (see [`KmsBuilder`]).
-    ///
-    /// # Errors
-    /// [`Error::Config`](kms_core::Error::Config) naming the variable at fault.
-    pub async fn from_env() -> Result<Self> {
-        KmsBuilder::from_env()?.build().await
     }
 }

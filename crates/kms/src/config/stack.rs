@@ -52,3 +52,19 @@ impl KmsBuilder {
         ))
     }
 }
+
+impl Kms {
+    /// A builder with the documented defaults.
+    #[must_use]
+    pub fn builder() -> KmsBuilder {
+        KmsBuilder::new()
+    }
+
+    /// Builds from the spec's environment variables (see [`KmsBuilder`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`](kms_core::Error::Config) naming the variable at fault.
+    pub async fn from_env() -> Result<Self> {
+        KmsBuilder::from_env()?.build().await
+    }
+}
