@@ -226,13 +226,14 @@ impl Document {
             return Err(invalid("the configuration must be a JSON object"));
         };
         let provider = match top.get("provider") {
-            Some(Value::String(p)) => p.trim().to_ascii_lowercase(),
+            Some(Value::String(p)) => p
+                .parse::<kms::ProviderKind>()
+                .map_err(|_| invalid("`provider` must be one of env, aws, gcp, vault"))?
+                .as_str()
+                .to_owned(),
             Some(_) => return Err(invalid("`provider` must be a string")),
             None => return Err(invalid("`provider` is required (env, aws, gcp or vault)")),
         };
-        if !["env", "aws", "gcp", "vault"].contains(&provider.as_str()) {
-            return Err(invalid("`provider` must be one of env, aws, gcp, vault"));
-        }
         let credentials = match top.remove("credentials") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(c)) => c,
