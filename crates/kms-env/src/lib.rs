@@ -347,16 +347,7 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn settings_are_declared_once_and_documented() {
-        kms_testing::assert_settings_declared(
-            crate::SETTINGS,
-            include_str!("../README.md"),
-            |lookup| {
-                let _ = EnvProviderBuilder::from_lookup(lookup);
-            },
-        );
-    }
+    kms_testing::settings_declared_test!(crate::SETTINGS, EnvProviderBuilder);
 
     const K1: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     const K2: &str = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";

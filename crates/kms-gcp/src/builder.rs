@@ -220,16 +220,7 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn settings_are_declared_once_and_documented() {
-        kms_testing::assert_settings_declared(
-            crate::SETTINGS,
-            include_str!("../README.md"),
-            |lookup| {
-                let _ = GcpProviderBuilder::from_lookup(lookup);
-            },
-        );
-    }
+    kms_testing::settings_declared_test!(crate::SETTINGS, GcpProviderBuilder);
 
     #[test]
     fn reads_every_variable() {

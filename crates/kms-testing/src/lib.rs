@@ -65,6 +65,32 @@ pub fn assert_settings_declared(
     );
 }
 
+/// A `#[test]` that calls [`assert_settings_declared`] for the crate it is
+/// written in: `$settings`, the crate's `README.md`, and
+/// `$builder::from_lookup`.
+///
+/// ```ignore
+/// #[cfg(test)]
+/// mod tests {
+///     kms_testing::settings_declared_test!(crate::SETTINGS, VaultProviderBuilder);
+/// }
+/// ```
+#[macro_export]
+macro_rules! settings_declared_test {
+    ($settings:expr, $builder:ty) => {
+        #[test]
+        fn settings_are_declared_once_and_documented() {
+            $crate::assert_settings_declared(
+                $settings,
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")),
+                |lookup| {
+                    let _ = <$builder>::from_lookup(lookup);
+                },
+            );
+        }
+    };
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -438,16 +438,7 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn settings_are_declared_once_and_documented() {
-        kms_testing::assert_settings_declared(
-            crate::SETTINGS,
-            include_str!("../README.md"),
-            |lookup| {
-                let _ = VaultProviderBuilder::from_lookup(lookup);
-            },
-        );
-    }
+    kms_testing::settings_declared_test!(crate::SETTINGS, VaultProviderBuilder);
 
     const TOKEN: &str = "hvs.CAESIJ-not-a-real-token-5up3r53cr3t";
 
