@@ -69,7 +69,9 @@ pub fn assert_settings_declared(
 /// written in: `$settings`, the crate's `README.md`, and
 /// `$builder::from_lookup`.
 ///
-/// ```ignore
+/// In a provider crate (as `kms-vault` does):
+///
+/// ```text
 /// #[cfg(test)]
 /// mod tests {
 ///     kms_testing::settings_declared_test!(crate::SETTINGS, VaultProviderBuilder);
