@@ -9,17 +9,30 @@ use kms::{Error, Result};
 /// The levels `LOG_LEVEL` accepts.
 const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
 
-/// The filter directive for `LOG_LEVEL` (default `info`) and `KMS_DEBUG`
-/// (`true`/`1`/`yes` turns on debug events of every `kms` crate, whatever
-/// `LOG_LEVEL` says).
+/// What the process is, for its default log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mode {
+    /// `kms serve`: a service, whose audit log and warnings are its record
+    /// (default level `info`). Otherwise a one-shot command, which prints
+    /// nothing on stderr when it succeeds (default level `error`).
+    pub(crate) serve: bool,
+    /// `--dev`: the banner already says that the key is a development key,
+    /// so the env provider's own warnings (target `kms::env`) are off.
+    pub(crate) dev: bool,
+}
+
+/// The filter directive for `LOG_LEVEL` (default `info` for `kms serve`,
+/// `error` for one-shot commands) and `KMS_DEBUG` (`true`/`1`/`yes` turns
+/// on debug events of every `kms` crate, whatever `LOG_LEVEL` says).
 ///
 /// # Errors
 /// [`Error::Config`] naming `LOG_LEVEL` or `KMS_DEBUG` for an unknown value.
-fn filter_directive(lookup: impl Fn(&str) -> Option<String>) -> Result<String> {
+fn filter_directive(lookup: impl Fn(&str) -> Option<String>, mode: Mode) -> Result<String> {
+    let default = if mode.serve { "info" } else { "error" };
     let level = lookup("LOG_LEVEL")
         .map(|v| v.trim().to_ascii_lowercase())
         .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "info".to_owned());
+        .unwrap_or_else(|| default.to_owned());
     if !LEVELS.contains(&level.as_str()) {
         return Err(Error::config(
             "LOG_LEVEL",
@@ -34,11 +47,14 @@ fn filter_directive(lookup: impl Fn(&str) -> Option<String>) -> Result<String> {
     let quiet = kms::vault::QUIET_LOG_TARGETS
         .map(|target| format!("{target}=off"))
         .join(",");
-    Ok(if debug {
-        format!("{level},{quiet},kms=debug")
-    } else {
-        format!("{level},{quiet}")
-    })
+    let mut directive = format!("{level},{quiet}");
+    if debug {
+        directive.push_str(",kms=debug");
+    }
+    if mode.dev {
+        directive.push_str(",kms::env=off");
+    }
+    Ok(directive)
 }
 
 /// Logs to stderr, filtered by `LOG_LEVEL`/`KMS_DEBUG`; JSON lines when
@@ -46,8 +62,8 @@ fn filter_directive(lookup: impl Fn(&str) -> Option<String>) -> Result<String> {
 ///
 /// # Errors
 /// [`Error::Config`] naming the variable with an unknown value.
-pub(crate) fn init() -> Result<()> {
-    let directive = filter_directive(|n| std::env::var(n).ok())?;
+pub(crate) fn init(mode: Mode) -> Result<()> {
+    let directive = filter_directive(|n| std::env::var(n).ok(), mode)?;
     let filter = tracing_subscriber::EnvFilter::try_new(directive)
         .map_err(|e| Error::config("LOG_LEVEL", e.to_string()))?;
     let json = match std::env::var("KMS_LOG_FORMAT")
@@ -76,30 +92,55 @@ pub(crate) fn init() -> Result<()> {
 mod tests {
     use super::*;
 
+    const SERVE: Mode = Mode {
+        serve: true,
+        dev: false,
+    };
+    const ONE_SHOT: Mode = Mode {
+        serve: false,
+        dev: false,
+    };
+
     #[test]
     fn directives() {
         let none = |_: &str| None;
         assert_eq!(
-            filter_directive(none).unwrap(),
+            filter_directive(none, SERVE).unwrap(),
             "info,rustify=off,vaultrs=off"
         );
+        // One-shot commands are silent on success unless asked.
+        assert_eq!(
+            filter_directive(none, ONE_SHOT).unwrap(),
+            "error,rustify=off,vaultrs=off"
+        );
+        let dev = Mode {
+            serve: false,
+            dev: true,
+        };
+        assert_eq!(
+            filter_directive(none, dev).unwrap(),
+            "error,rustify=off,vaultrs=off,kms::env=off"
+        );
         let l = |n: &str| (n == "LOG_LEVEL").then(|| "WARN".to_owned());
-        assert_eq!(filter_directive(l).unwrap(), "warn,rustify=off,vaultrs=off");
+        assert_eq!(
+            filter_directive(l, ONE_SHOT).unwrap(),
+            "warn,rustify=off,vaultrs=off"
+        );
         let d = |n: &str| (n == "KMS_DEBUG").then(|| "true".to_owned());
         assert_eq!(
-            filter_directive(d).unwrap(),
+            filter_directive(d, SERVE).unwrap(),
             "info,rustify=off,vaultrs=off,kms=debug"
         );
         let bad = |n: &str| (n == "KMS_DEBUG").then(|| "maybe".to_owned());
         assert!(
-            filter_directive(bad)
+            filter_directive(bad, SERVE)
                 .unwrap_err()
                 .to_string()
                 .contains("KMS_DEBUG")
         );
         let loud = |n: &str| (n == "LOG_LEVEL").then(|| "loud".to_owned());
         assert!(
-            filter_directive(loud)
+            filter_directive(loud, ONE_SHOT)
                 .unwrap_err()
                 .to_string()
                 .contains("LOG_LEVEL")

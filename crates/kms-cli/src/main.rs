@@ -180,7 +180,11 @@ pub(crate) fn report(err: &dyn std::error::Error) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = logging::init() {
+    let mode = logging::Mode {
+        serve: matches!(cli.command, Command::Serve(_)),
+        dev: cli.dev,
+    };
+    if let Err(e) = logging::init(mode) {
         report(&e);
         return ExitCode::FAILURE;
     }

@@ -477,3 +477,44 @@ fn rewrap_killed_half_way_leaves_the_input_and_no_partial_output() {
     assert_eq!(std::fs::read(&input).unwrap(), content, "input changed");
     assert_complete(&rt, &std::fs::read(&output).unwrap(), LINES);
 }
+
+/// One-shot commands print nothing on stderr when they succeed, unless
+/// `LOG_LEVEL` or `KMS_DEBUG` ask for more; the env provider's warning then
+/// appears once per process, and never with `--dev`, whose key is
+/// announced as a development key already.
+#[test]
+fn one_shot_commands_are_quiet_on_success() {
+    let env = [("ENCRYPTION_KEY", KEY)];
+    for args in [&["encrypt"][..], &["health"], &["metadata"]] {
+        let out = kms(args, &env, b"secret");
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stderr), "", "{args:?}");
+    }
+    let warning = "using the env key provider";
+    let loud = kms(&["encrypt"], &[env[0], ("LOG_LEVEL", "info")], b"secret");
+    assert!(loud.status.success());
+    assert_eq!(
+        text(&loud.stderr).matches(warning).count(),
+        1,
+        "{}",
+        text(&loud.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev_dir = dir.path().join("dev");
+    let dev_dir = dev_dir.to_str().unwrap();
+    let dev = kms(
+        &["--dev", "--dev-dir", dev_dir, "encrypt"],
+        &[("LOG_LEVEL", "info")],
+        b"secret",
+    );
+    assert!(dev.status.success(), "{}", text(&dev.stderr));
+    assert!(
+        !text(&dev.stderr).contains(warning),
+        "{}",
+        text(&dev.stderr)
+    );
+    let quiet_dev = kms(&["--dev", "--dev-dir", dev_dir, "encrypt"], &[], b"secret");
+    assert!(quiet_dev.status.success());
+    assert_eq!(text(&quiet_dev.stderr), "");
+}
