@@ -452,3 +452,44 @@ async fn serve_dev_keeps_its_key_between_runs() {
     assert!(!err.contains(key_hex.trim()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `kms serve` with a configuration file (`KMS_CONFIG_FILE`): a
+/// `PUT /config` is written to it, and the next start of the server runs
+/// that configuration, not the environment's.
+#[tokio::test]
+async fn a_put_config_survives_a_restart_of_kms_serve() {
+    let dir = std::env::temp_dir().join(format!("kms-config-{}", containers::free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("kms.json");
+    let key = kms_tests::fixtures::random_hex();
+    let vars: HashMap<String, String> = [
+        ("ENCRYPTION_KEY", key.as_str()),
+        ("KMS_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("KMS_CONFIG_FILE", file.to_str().unwrap()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+
+    let mut server = Server::start(&vars, &[]);
+    let (code, body, text) = admin(
+        &server,
+        ADMIN_TOKEN,
+        "PUT",
+        "/api/admin/kms/config",
+        Some(r#"{"provider":"env","timeout":2500}"#),
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(body["data"]["persisted"]["file"], file.to_str().unwrap());
+    assert_eq!(server.terminate(), Some(0));
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(&key));
+
+    let mut server = Server::start(&vars, &[]);
+    let (code, body, text) =
+        admin(&server, ADMIN_TOKEN, "GET", "/api/admin/kms/config", None).await;
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(body["data"]["timeout"], 2500, "{text}");
+    assert_eq!(server.terminate(), Some(0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -34,7 +34,7 @@ pub const MIN_ROTATION_PERIOD: Duration = Duration::from_secs(3600);
 /// The lifecycle variables: never inherited from the server's
 /// environment, since the running server's values apply when the document
 /// leaves them out (see [`Requested`]).
-const LIFECYCLE: &[&str] = &["KMS_ROTATION_PERIOD", "KMS_MIN_DECRYPTION_VERSION"];
+pub(crate) const LIFECYCLE: &[&str] = &["KMS_ROTATION_PERIOD", "KMS_MIN_DECRYPTION_VERSION"];
 
 /// How `GET /config` shows a secret. A secret field holding exactly this in
 /// a document is taken as left out, so that a document read with `GET` can
@@ -112,6 +112,12 @@ fn applies(f: &Field, provider: &str) -> bool {
 
 fn is_credential(variable: &str) -> bool {
     fields().iter().any(|f| f.secret && f.variable == variable)
+}
+
+/// Whether the document field `name` (`credentials.x` for nested ones) is
+/// a secret.
+pub(crate) fn is_secret_field(name: &str) -> bool {
+    fields().iter().any(|f| f.secret && f.name == name)
 }
 
 fn is_endpoint(variable: &str) -> bool {

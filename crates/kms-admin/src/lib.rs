@@ -4,6 +4,7 @@
 mod auth;
 mod document;
 mod error;
+mod file;
 mod guard;
 mod limit;
 mod metrics;
@@ -21,6 +22,7 @@ pub use auth::{
 };
 pub use document::{Field, Lookup, MIN_ROTATION_PERIOD, REDACTED, fields};
 pub use error::{ApiError, status_of};
+pub use file::{CONFIG_FILE_VARIABLE, ConfigFile};
 pub use guard::REQUEST_ID_HEADER;
 pub use limit::{
     DEFAULT_AUTH_FAILURE_WINDOW, DEFAULT_AUTH_FAILURES, DEFAULT_BURST, DEFAULT_REQUESTS_PER_MINUTE,

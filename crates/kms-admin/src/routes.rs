@@ -546,7 +546,14 @@ async fn check_continuity(old: &Kms, new: &Kms) -> Result<Value, ApiError> {
     .with_data(json!({ "keyId": key_id, "missingVersions": missing })))
 }
 
-/// `PUT /api/admin/kms/config`: test, check continuity, then swap atomically.
+/// What a `PUT /config` without a configuration file says, in its response
+/// and its log.
+const UNTIL_RESTART: &str = "the new configuration lasts until the server restarts: there is no \
+     configuration file to write it to (kms serve --config FILE, or KMS_CONFIG_FILE)";
+
+/// `PUT /api/admin/kms/config`: test, check continuity, then swap
+/// atomically; with a configuration file, the document is written to it
+/// first.
 pub(crate) async fn put_config(State(state): State<Arc<AdminState>>, Body(body): Body) -> Response {
     // One swap at a time: two concurrent PUTs must not both pass their
     // continuity check against the same old configuration.
@@ -566,6 +573,35 @@ pub(crate) async fn put_config(State(state): State<Arc<AdminState>>, Body(body):
         Ok(active) => active,
         Err(e) => return e.into_response(),
     };
+    // Written before the swap: a file that cannot be written leaves the
+    // running configuration as it was.
+    let persisted = match &state.config.config_file {
+        Some(file) => match file.save(&body, &kms) {
+            Ok(()) => {
+                tracing::info!(
+                    target: "kms",
+                    file = %file.path().display(),
+                    "KMS configuration written to its file"
+                );
+                json!({ "file": file.path().display().to_string() })
+            }
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "CONFIG_NOT_SAVED",
+                    format!(
+                        "configuration not changed: cannot write the configuration file {}: {e}",
+                        file.path().display()
+                    ),
+                )
+                .into_response();
+            }
+        },
+        None => {
+            tracing::warn!(target: "kms", "{UNTIL_RESTART}");
+            Value::Null
+        }
+    };
     let audit = key_audit(&kms);
     let view = config_view(&kms, settings.clone());
     let to = kms.config().provider.clone();
@@ -578,11 +614,17 @@ pub(crate) async fn put_config(State(state): State<Arc<AdminState>>, Body(body):
         key_id = %old.key_id(),
         "KMS configuration replaced"
     );
-    ok(
-        Some("KMS configuration updated"),
-        json!({ "config": view, "test": report, "continuity": continuity }),
-        audit,
-    )
+    let warning = persisted.is_null().then_some(UNTIL_RESTART);
+    let mut data = json!({
+        "config": view,
+        "test": report,
+        "continuity": continuity,
+        "persisted": persisted,
+    });
+    if let (Some(warning), Value::Object(map)) = (warning, &mut data) {
+        map.insert("warning".into(), Value::String(warning.to_owned()));
+    }
+    ok(Some("KMS configuration updated"), data, audit)
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::AuthConfig;
 use crate::document::Lookup;
+use crate::file::{CONFIG_FILE_VARIABLE, ConfigFile};
 use crate::limit::RateLimitConfig;
 
 /// Default largest request body (`KMS_ADMIN_BODY_LIMIT`): 64 KiB.
@@ -67,6 +68,12 @@ impl SharedKms {
         self.inner.load_full()
     }
 
+    /// Sets what `GET /config` shows of the provider's settings.
+    pub(crate) fn describe(&self, settings: Map<String, Value>) {
+        let kms = self.kms();
+        self.replace(kms, settings);
+    }
+
     pub(crate) fn replace(&self, kms: Kms, settings: Map<String, Value>) {
         self.inner.store(Arc::new(Active {
             kms,
@@ -84,6 +91,7 @@ impl SharedKms {
 /// | `KMS_ADMIN_BODY_LIMIT` | 65536 | largest request body, bytes (413 above) |
 /// | `KMS_ADMIN_REQUEST_TIMEOUT` | 30000 (ms) | time limit of every request (503 after it) |
 /// | `KMS_METRICS_PUBLIC` | false | serve `/metrics` without authentication |
+/// | `KMS_CONFIG_FILE` | none | the configuration file: read at start by `kms serve`, written by every successful `PUT /config` (see [`ConfigFile`]); without it a change lasts until restart |
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct AdminConfig {
@@ -103,6 +111,9 @@ pub struct AdminConfig {
     /// (the process environment by default), and what `GET /config` shows
     /// for the initial configuration.
     pub settings: Lookup,
+    /// Where a successful `PUT /config` writes its document
+    /// (`KMS_CONFIG_FILE`); `None`: a change lasts until restart.
+    pub config_file: Option<ConfigFile>,
 }
 
 impl fmt::Debug for AdminConfig {
@@ -114,6 +125,7 @@ impl fmt::Debug for AdminConfig {
             .field("request_timeout", &self.request_timeout)
             .field("metrics", &self.metrics.is_some())
             .field("metrics_public", &self.metrics_public)
+            .field("config_file", &self.config_file)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +142,7 @@ impl AdminConfig {
             metrics: None,
             metrics_public: false,
             settings: Arc::new(|name| std::env::var(name).ok()),
+            config_file: None,
         }
     }
 
@@ -175,6 +188,7 @@ impl AdminConfig {
         if let Some(v) = settings::value(&*lookup, "KMS_METRICS_PUBLIC") {
             c.metrics_public = settings::parse_bool("KMS_METRICS_PUBLIC", &v)?;
         }
+        c.config_file = settings::value(&*lookup, CONFIG_FILE_VARIABLE).map(ConfigFile::new);
         c.settings = lookup;
         Ok(c)
     }

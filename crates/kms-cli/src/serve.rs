@@ -17,6 +17,11 @@ pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_BIND)]
     bind: SocketAddr,
+    /// The configuration file (also KMS_CONFIG_FILE): its document is read
+    /// at start, and every successful PUT /config writes the new one to it
+    /// (atomically, mode 0600). Without it, a change lasts until restart.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 }
 
 fn io_error(what: &str, e: &std::io::Error) -> Error {
@@ -50,8 +55,30 @@ pub(crate) async fn run(args: ServeArgs, dev: Option<DevKey>) -> Result<ExitCode
         Some(dev) => dev.lookup(),
         None => Arc::new(|name: &str| std::env::var(name).ok()),
     };
-    let kms = kms::KmsBuilder::from_lookup(&*lookup)?.build().await?;
     let mut config = AdminConfig::from_lookup(Arc::clone(&lookup))?;
+    if let Some(path) = args.config {
+        config.config_file = Some(kms_admin::ConfigFile::new(path));
+    }
+    // The configuration file's document, when there is one; else the
+    // environment.
+    let loaded = match &config.config_file {
+        Some(file) => file.load(&lookup).await?,
+        None => None,
+    };
+    let from_file = loaded.is_some();
+    let shared = match loaded {
+        Some(shared) => shared,
+        None => SharedKms::new(kms::KmsBuilder::from_lookup(&*lookup)?.build().await?),
+    };
+    let kms = shared.kms();
+    if let Some(file) = &config.config_file {
+        tracing::info!(
+            target: "kms",
+            file = %file.path().display(),
+            read = from_file,
+            "configuration file: PUT /config writes to it"
+        );
+    }
     // In development mode without a configured method, a token for this run.
     let generated = if dev.is_some() && !config.auth.is_configured() {
         let token = kms_admin::generate_admin_token();
@@ -63,7 +90,7 @@ pub(crate) async fn run(args: ServeArgs, dev: Option<DevKey>) -> Result<ExitCode
     let handle = kms_admin::install_prometheus()
         .map_err(|e| Error::provider("cli", format!("cannot install the metrics recorder: {e}")))?;
     let config = config.metrics(handle);
-    let app = kms_admin::router(SharedKms::new(kms.clone()), config)?;
+    let app = kms_admin::router(shared, config)?;
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|e| io_error(&format!("listen on {}", args.bind), &e))?;
