@@ -1,6 +1,11 @@
 //! The configuration file (`kms serve --config`, `KMS_CONFIG_FILE`): what a
 //! `PUT /config` writes, what a restart reads back, and what is never
 //! written.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "helpers outside `#[test]` functions, which clippy.toml's allow-*-in-tests misses"
+)]
 
 use std::os::unix::fs::PermissionsExt as _;
 
