@@ -6,13 +6,15 @@
 
 use std::sync::Arc;
 
-use kms::{Error, KeyId, KeyProvider, KeyVersion};
+use kms::{Error, KeyId, KeyProvider, KeyVersion, LiveVersions};
 use kms_tests::conformance::{self, Expect};
 
 use crate::scenarios;
 
-use kms_tests::fixtures::gcp::{Gcp, emulator_with_default_key, provider, secret_name, spec_env};
-use kms_tests::fixtures::{kms_from, text_version};
+use kms_tests::fixtures::gcp::{
+    Gcp, PROJECT, emulator_with_default_key, provider, secret_name, spec_env,
+};
+use kms_tests::fixtures::{ProviderFixture, kms_from, text_version};
 
 /// The spec's set-up end to end: the key from the set-up encrypts and
 /// decrypts through the library and through the `kms` CLI, both ways.
@@ -133,4 +135,119 @@ async fn gcp_errors_use_the_spec_wording() {
 #[tokio::test]
 async fn gcp_outage_fails_fast_and_recovers() {
     scenarios::outage::<Gcp>().await;
+}
+
+/// The spec's Cloud KMS key (`gcloud kms keys create boosterbeacon-key
+/// --keyring=boosterbeacon-keyring --location=global`), named in
+/// `KMS_GCP_KMS_KEY_NAME`: a secret this project creates (an import, as
+/// `kms migrate` does) uses customer-managed encryption under it, as the
+/// service reports on the secret and on each version; the key works as any
+/// other. A key name the service refuses fails the import, and a malformed
+/// one fails the build.
+#[tokio::test]
+async fn gcp_new_secrets_use_the_cloud_kms_key() {
+    let fixture = Gcp::start().await;
+    let key = format!(
+        "projects/{PROJECT}/locations/global/keyRings/boosterbeacon-keyring/cryptoKeys/boosterbeacon-key"
+    );
+    let kms = kms_from(&fixture.env(&[
+        ("KMS_KEY_ID", "cmek"),
+        ("KMS_GCP_KMS_KEY_NAME", key.as_str()),
+    ]))
+    .await;
+    let cmek = KeyId::new("cmek").unwrap();
+    kms.provider()
+        .import(&cmek, kms::KeyMaterial::generate(), &LiveVersions::all())
+        .await
+        .unwrap();
+    let ct = kms.encrypt(b"under cmek", b"").await.unwrap();
+    assert_eq!(kms.decrypt(&ct, b"").await.unwrap(), b"under cmek");
+
+    let secret = fixture
+        .client
+        .get_secret()
+        .set_name(secret_name("cmek"))
+        .send()
+        .await
+        .unwrap();
+    let automatic = secret
+        .replication
+        .as_ref()
+        .and_then(|r| r.automatic())
+        .expect("automatic replication");
+    assert_eq!(
+        automatic
+            .customer_managed_encryption
+            .as_ref()
+            .map(|c| c.kms_key_name.as_str()),
+        Some(key.as_str())
+    );
+    let version = fixture
+        .client
+        .get_secret_version()
+        .set_name(format!("{}/versions/1", secret_name("cmek")))
+        .send()
+        .await
+        .unwrap();
+    let status = version
+        .replication_status
+        .as_ref()
+        .and_then(|r| r.automatic())
+        .and_then(|a| a.customer_managed_encryption.as_ref())
+        .map(|c| c.kms_key_version_name.clone());
+    assert_eq!(status, Some(format!("{key}/cryptoKeyVersions/1")));
+
+    // Secrets that exist keep their own encryption: `default` has none.
+    let default = fixture
+        .client
+        .get_secret()
+        .set_name(secret_name("default"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        default
+            .replication
+            .as_ref()
+            .and_then(|r| r.automatic())
+            .is_some_and(|a| a.customer_managed_encryption.is_none())
+    );
+
+    // A regional key: automatic replication refuses it, nothing is created.
+    let regional = key.replace("/global/", "/europe-west1/");
+    let kms = kms_from(&fixture.env(&[
+        ("KMS_KEY_ID", "regional"),
+        ("KMS_GCP_KMS_KEY_NAME", regional.as_str()),
+    ]))
+    .await;
+    let regional_id = KeyId::new("regional").unwrap();
+    let refused = kms
+        .provider()
+        .import(
+            &regional_id,
+            kms::KeyMaterial::generate(),
+            &LiveVersions::all(),
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    let missing = fixture
+        .client
+        .get_secret()
+        .set_name(secret_name("regional"))
+        .send()
+        .await;
+    assert!(missing.is_err());
+
+    // Not a key name at all: the build names the variable.
+    let err = kms::KmsBuilder::from_lookup(|n| {
+        fixture
+            .env(&[("KMS_GCP_KMS_KEY_NAME", "boosterbeacon-key")])
+            .get(n)
+            .cloned()
+    })
+    .unwrap()
+    .build()
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("KMS_GCP_KMS_KEY_NAME"), "{err}");
 }

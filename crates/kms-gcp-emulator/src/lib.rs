@@ -225,6 +225,9 @@ struct Version {
     state: VersionState,
     data: Vec<u8>,
     client_checksum: bool,
+    /// `replicationStatus`: which Cloud KMS key version encrypted it, under
+    /// customer-managed encryption.
+    replication_status: Value,
 }
 
 /// An error in Google's JSON shape.
@@ -441,6 +444,36 @@ fn valid_secret_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// `projects/P/locations/global/keyRings/R/cryptoKeys/K`: automatic
+/// replication takes only global keys.
+fn is_kms_key_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    matches!(
+        parts.as_slice(),
+        ["projects", p, "locations", "global", "keyRings", r, "cryptoKeys", k]
+            if [p, r, k].iter().all(|s| !s.is_empty())
+    )
+}
+
+/// A new version's `replicationStatus` under the secret's `replication`:
+/// with customer-managed encryption, the Cloud KMS key version that
+/// encrypted it (the emulator's keys have one version).
+fn replication_status(replication: &Value) -> Value {
+    match replication
+        .pointer("/automatic/customerManagedEncryption/kmsKeyName")
+        .and_then(Value::as_str)
+    {
+        Some(key) => json!({
+            "automatic": {
+                "customerManagedEncryption": {
+                    "kmsKeyVersionName": format!("{key}/cryptoKeyVersions/1"),
+                },
+            },
+        }),
+        None => json!({"automatic": {}}),
+    }
+}
+
 fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
@@ -473,7 +506,7 @@ fn version_json(secret: &str, n: usize, v: &Version, ints: bool) -> Value {
         "name": format!("{secret}/versions/{n}"),
         "createTime": time(v.create_time),
         "state": state,
-        "replicationStatus": {"automatic": {}},
+        "replicationStatus": v.replication_status,
         "etag": format!("\"{}\"", v.create_time.timestamp_micros()),
         "clientSpecifiedPayloadChecksum": v.client_checksum,
     });
@@ -521,6 +554,15 @@ fn create_secret(
         }
         _ => return Err(invalid("Secret.replication must be specified.")),
     };
+    if let Some(cmek) = replication.pointer("/automatic/customerManagedEncryption") {
+        let key = cmek.get("kmsKeyName").and_then(Value::as_str).unwrap_or("");
+        if !is_kms_key_name(key) {
+            return Err(invalid(
+                "Invalid value at 'secret.replication.automatic.customer_managed_encryption.kms_key_name': \
+                 must be projects/*/locations/global/keyRings/*/cryptoKeys/*.",
+            ));
+        }
+    }
     let name = format!("projects/{project}/secrets/{id}");
     if store.contains_key(&name) {
         return Err(ApiError {
@@ -671,12 +713,14 @@ fn add_version(
             "Checksum mismatch: the data_crc32c provided does not match the payload data.",
         ));
     }
+    let replication_status = replication_status(&secret.replication);
     secret.versions.push(Version {
         create_time: Utc::now(),
         destroy_time: None,
         state: VersionState::Enabled,
         data,
         client_checksum: crc.is_some(),
+        replication_status,
     });
     let n = secret.versions.len();
     let v = secret

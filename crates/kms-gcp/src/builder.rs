@@ -23,6 +23,7 @@ pub struct GcpProviderBuilder {
     endpoint: Option<String>,
     anonymous: bool,
     credentials: Option<Credentials>,
+    kms_key_name: Option<String>,
 }
 
 impl fmt::Debug for GcpProviderBuilder {
@@ -32,6 +33,7 @@ impl fmt::Debug for GcpProviderBuilder {
             .field("secret_prefix", &self.prefix())
             .field("endpoint", &self.endpoint)
             .field("anonymous", &self.anonymous)
+            .field("kms_key_name", &self.kms_key_name)
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(|_| "[CUSTOM]"),
@@ -61,12 +63,27 @@ impl GcpProviderBuilder {
             project: get("GOOGLE_CLOUD_PROJECT"),
             secret_prefix: get("KMS_GCP_SECRET_PREFIX"),
             endpoint: get("KMS_GCP_ENDPOINT"),
+            kms_key_name: get("KMS_GCP_KMS_KEY_NAME"),
             ..GcpProviderBuilder::default()
         };
         if let Some(v) = get("KMS_GCP_ANONYMOUS") {
             b.anonymous = kms_core::settings::parse_bool("KMS_GCP_ANONYMOUS", &v)?;
         }
         Ok(b)
+    }
+
+    /// The Cloud KMS key (`KMS_GCP_KMS_KEY_NAME`,
+    /// `projects/P/locations/L/keyRings/R/cryptoKeys/K`) that encrypts the
+    /// secrets this provider creates (an import, as `kms migrate` does; a
+    /// rotation never creates a secret): customer-managed encryption, as the spec's
+    /// `gcloud kms keys create` step intends. With automatic replication the
+    /// key must be in location `global`, and Secret Manager's service agent
+    /// needs `roles/cloudkms.cryptoKeyEncrypterDecrypter` on it. Secrets that
+    /// exist already keep their own encryption. Unset: Google-managed keys.
+    #[must_use]
+    pub fn kms_key_name(mut self, name: impl Into<String>) -> Self {
+        self.kms_key_name = Some(name.into());
+        self
     }
 
     /// The Google Cloud project holding the secrets (`GOOGLE_CLOUD_PROJECT`),
@@ -130,6 +147,11 @@ impl GcpProviderBuilder {
         let project = validate_project(self.project.as_deref())?;
         let prefix = self.prefix().trim().to_owned();
         validate_prefix(&prefix)?;
+        let kms_key_name = self
+            .kms_key_name
+            .as_deref()
+            .map(validate_kms_key_name)
+            .transpose()?;
         let mut client = SecretManagerService::builder()
             // kms-circuit retries temporary errors with its own budget; the
             // client's default (10 attempts within 60 s) would multiply it.
@@ -161,7 +183,31 @@ impl GcpProviderBuilder {
                 format!("cannot create the Secret Manager client: {e}"),
             )
         })?;
-        Ok(GcpProvider::new(client, project, prefix))
+        Ok(GcpProvider::new(client, project, prefix, kms_key_name))
+    }
+}
+
+/// A Cloud KMS key's resource name:
+/// `projects/P/locations/L/keyRings/R/cryptoKeys/K`, each part non-empty
+/// and free of `/` and white space.
+fn validate_kms_key_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    let parts: Vec<&str> = name.split('/').collect();
+    let labels = ["projects", "locations", "keyRings", "cryptoKeys"];
+    let well_formed = parts.len() == 8
+        && parts.chunks(2).zip(labels).all(|(pair, label)| {
+            pair.first() == Some(&label)
+                && pair
+                    .get(1)
+                    .is_some_and(|v| !v.is_empty() && !v.chars().any(char::is_whitespace))
+        });
+    if well_formed {
+        Ok(name.to_owned())
+    } else {
+        Err(Error::config(
+            "KMS_GCP_KMS_KEY_NAME",
+            "must be a Cloud KMS key name: projects/P/locations/L/keyRings/R/cryptoKeys/K",
+        ))
     }
 }
 
@@ -244,6 +290,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cloud_kms_key_name_is_read_and_checked() {
+        let name = "projects/p/locations/global/keyRings/boosterbeacon-keyring/cryptoKeys/boosterbeacon-key";
+        let b = GcpProviderBuilder::from_lookup(lookup(&[
+            ("GOOGLE_CLOUD_PROJECT", "my-project"),
+            ("KMS_GCP_ANONYMOUS", "true"),
+            ("KMS_GCP_KMS_KEY_NAME", name),
+        ]))
+        .unwrap();
+        assert_eq!(b.kms_key_name.as_deref(), Some(name));
+        let p = b.build().await.unwrap();
+        assert!(format!("{p:?}").contains(name));
+    }
+
+    #[tokio::test]
     async fn invalid_settings_name_the_variable() {
         let p = ("GOOGLE_CLOUD_PROJECT", "my-project");
         let anon = ("KMS_GCP_ANONYMOUS", "true");
@@ -273,6 +333,32 @@ mod tests {
             (
                 vec![p, anon, ("KMS_GCP_ENDPOINT", "https://")],
                 "KMS_GCP_ENDPOINT",
+            ),
+            (
+                vec![p, anon, ("KMS_GCP_KMS_KEY_NAME", "my-key")],
+                "KMS_GCP_KMS_KEY_NAME",
+            ),
+            (
+                vec![
+                    p,
+                    anon,
+                    (
+                        "KMS_GCP_KMS_KEY_NAME",
+                        "projects/p/locations/global/keyRings//cryptoKeys/k",
+                    ),
+                ],
+                "KMS_GCP_KMS_KEY_NAME",
+            ),
+            (
+                vec![
+                    p,
+                    anon,
+                    (
+                        "KMS_GCP_KMS_KEY_NAME",
+                        "projects/p/locations/global/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1",
+                    ),
+                ],
+                "KMS_GCP_KMS_KEY_NAME",
             ),
             (
                 vec![p, anon, ("KMS_GCP_ENDPOINT", "https://u:pw@host")],

@@ -25,6 +25,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("KMS_GCP_SECRET_PREFIX")
         .fields(&["secretPrefix"])
         .default(DEFAULT_SECRET_PREFIX),
+    Setting::new("KMS_GCP_KMS_KEY_NAME").fields(&["kmsKeyName"]),
     Setting::new("KMS_GCP_ANONYMOUS")
         .fields(&["anonymous"])
         .default("false"),

@@ -8,7 +8,8 @@ use google_cloud_secretmanager_v1::client::SecretManagerService;
 use google_cloud_secretmanager_v1::model::replication::Automatic;
 use google_cloud_secretmanager_v1::model::secret_version::State;
 use google_cloud_secretmanager_v1::model::{
-    AccessSecretVersionResponse, Replication, Secret, SecretPayload, SecretVersion,
+    AccessSecretVersionResponse, CustomerManagedEncryption, Replication, Secret, SecretPayload,
+    SecretVersion,
 };
 use kms_core::{
     DataKey, Error, HealthStatus, KeyId, KeyMaterial, KeyMetadata, KeyProvider, KeyVersion,
@@ -28,6 +29,9 @@ pub struct GcpProvider {
     client: SecretManagerService,
     project: String,
     secret_prefix: String,
+    /// The Cloud KMS key of the secrets this provider creates
+    /// (`KMS_GCP_KMS_KEY_NAME`); `None`: Google-managed encryption.
+    kms_key_name: Option<String>,
 }
 
 impl fmt::Debug for GcpProvider {
@@ -35,6 +39,7 @@ impl fmt::Debug for GcpProvider {
         f.debug_struct("GcpProvider")
             .field("project", &self.project)
             .field("secret_prefix", &self.secret_prefix)
+            .field("kms_key_name", &self.kms_key_name)
             .finish_non_exhaustive()
     }
 }
@@ -82,11 +87,13 @@ impl GcpProvider {
         client: SecretManagerService,
         project: String,
         secret_prefix: String,
+        kms_key_name: Option<String>,
     ) -> Self {
         GcpProvider {
             client,
             project,
             secret_prefix,
+            kms_key_name,
         }
     }
 
@@ -213,17 +220,23 @@ impl GcpProvider {
         })
     }
 
-    /// Creates a key's secret, with no version, automatic replication.
+    /// Creates a key's secret, with no version, automatic replication, and
+    /// customer-managed encryption under the configured Cloud KMS key if
+    /// there is one.
     async fn create_secret(&self, key_id: &KeyId) -> Result<(), CallError> {
         let parent = format!("projects/{}", self.project);
         let secret_id = format!("{}{}", self.secret_prefix, key_id);
+        let mut automatic = Automatic::new();
+        if let Some(key) = &self.kms_key_name {
+            automatic = automatic.set_customer_managed_encryption(
+                CustomerManagedEncryption::new().set_kms_key_name(key),
+            );
+        }
         self.client
             .create_secret()
             .set_parent(&parent)
             .set_secret_id(&secret_id)
-            .set_secret(
-                Secret::new().set_replication(Replication::new().set_automatic(Automatic::new())),
-            )
+            .set_secret(Secret::new().set_replication(Replication::new().set_automatic(automatic)))
             .send()
             .await
             .map(|_| ())
