@@ -27,18 +27,42 @@ async fn current_fingerprint(kms: &kms::Kms) -> Fingerprint {
     kms::Envelope::parse(&ct).unwrap().fingerprint()
 }
 
-/// A `PUT` writes its document (mode 0600) before the swap; a restart that
-/// reads the file runs the same configuration, with the key the document
-/// gave; the server's own key, which the document did not give, is not in
-/// the file.
-#[tokio::test]
-async fn a_put_survives_a_restart() {
+/// A router on the env provider (key `KEY1`) whose configuration file is
+/// `kms.json` in a new directory (not created yet).
+struct Served {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    base: kms_admin::Lookup,
+    app: axum::Router,
+}
+
+async fn served_with_a_file() -> Served {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kms.json");
     let mut c = config();
     c.config_file = Some(ConfigFile::new(&path));
     let base = c.settings.clone();
     let (app, _) = app(env_kms(KEY1, None).await, c);
+    Served {
+        _dir: dir,
+        path,
+        base,
+        app,
+    }
+}
+
+/// A `PUT` writes its document (mode 0600) before the swap; a restart that
+/// reads the file runs the same configuration, with the key the document
+/// gave; the server's own key, which the document did not give, is not in
+/// the file.
+#[tokio::test]
+async fn a_put_survives_a_restart() {
+    let Served {
+        _dir: _keep,
+        path,
+        base,
+        app,
+    } = served_with_a_file().await;
 
     let doc = json!({
         "provider": "env",
@@ -62,7 +86,8 @@ async fn a_put_survives_a_restart() {
     assert_eq!(written["timeout"], 2500);
     assert_eq!(written["credentials"]["encryptionKey"], KEY2);
     // No temporary file is left beside it.
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    let dir = path.parent().unwrap();
+    assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1);
 
     // The restart.
     let restarted = ConfigFile::new(&path).load(&base).await.unwrap().unwrap();
@@ -84,12 +109,12 @@ async fn a_put_survives_a_restart() {
 /// the server's own key from its environment again.
 #[tokio::test]
 async fn the_servers_own_secrets_never_reach_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kms.json");
-    let mut c = config();
-    c.config_file = Some(ConfigFile::new(&path));
-    let base = c.settings.clone();
-    let (app, _) = app(env_kms(KEY1, None).await, c);
+    let Served {
+        _dir: _keep,
+        path,
+        base,
+        app,
+    } = served_with_a_file().await;
 
     let mut doc = call(Method::GET, CONFIG).send(&app).await.json["data"].clone();
     assert_eq!(doc["credentials"]["encryptionKey"], REDACTED);
