@@ -57,12 +57,8 @@ async fn served_with_a_file() -> Served {
 /// the file.
 #[tokio::test]
 async fn a_put_survives_a_restart() {
-    let Served {
-        _dir: _keep,
-        path,
-        base,
-        app,
-    } = served_with_a_file().await;
+    let served = served_with_a_file().await;
+    let (path, base, app) = (&served.path, &served.base, &served.app);
 
     let doc = json!({
         "provider": "env",
@@ -71,7 +67,7 @@ async fn a_put_survives_a_restart() {
     });
     let r = call(Method::PUT, CONFIG)
         .body(doc.to_string())
-        .send(&app)
+        .send(app)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(
@@ -80,9 +76,9 @@ async fn a_put_survives_a_restart() {
     );
     assert!(r.json["data"].get("warning").is_none(), "{}", r.text);
 
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    let mode = std::fs::metadata(path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
-    let written: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let written: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert_eq!(written["timeout"], 2500);
     assert_eq!(written["credentials"]["encryptionKey"], KEY2);
     // No temporary file is left beside it.
@@ -90,13 +86,13 @@ async fn a_put_survives_a_restart() {
     assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1);
 
     // The restart.
-    let restarted = ConfigFile::new(&path).load(&base).await.unwrap().unwrap();
+    let restarted = ConfigFile::new(path).load(base).await.unwrap().unwrap();
     let kms = restarted.kms();
     assert_eq!(kms.config().timeout_ms, 2500);
     assert_eq!(current_fingerprint(&kms).await, fingerprint(KEY2));
     let (app, _) = {
         let mut c = config();
-        c.config_file = Some(ConfigFile::new(&path));
+        c.config_file = Some(ConfigFile::new(path));
         (kms_admin::router(restarted, c).unwrap(), ())
     };
     let r = call(Method::GET, CONFIG).send(&app).await;
@@ -109,28 +105,24 @@ async fn a_put_survives_a_restart() {
 /// the server's own key from its environment again.
 #[tokio::test]
 async fn the_servers_own_secrets_never_reach_the_file() {
-    let Served {
-        _dir: _keep,
-        path,
-        base,
-        app,
-    } = served_with_a_file().await;
+    let served = served_with_a_file().await;
+    let (path, base, app) = (&served.path, &served.base, &served.app);
 
-    let mut doc = call(Method::GET, CONFIG).send(&app).await.json["data"].clone();
+    let mut doc = call(Method::GET, CONFIG).send(app).await.json["data"].clone();
     assert_eq!(doc["credentials"]["encryptionKey"], REDACTED);
     doc["timeout"] = json!(4000);
     let r = call(Method::PUT, CONFIG)
         .body(doc.to_string())
-        .send(&app)
+        .send(app)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let text = std::fs::read_to_string(&path).unwrap();
+    let text = std::fs::read_to_string(path).unwrap();
     assert!(!text.contains(KEY1) && !text.contains(REDACTED), "{text}");
     let written: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(written["timeout"], 4000);
 
-    let kms = ConfigFile::new(&path)
-        .load(&base)
+    let kms = ConfigFile::new(path)
+        .load(base)
         .await
         .unwrap()
         .unwrap()
