@@ -16,7 +16,7 @@ use kms_core::{
 use kms_telemetry::AUDIT_TARGET;
 
 use crate::config::KmsConfig;
-use crate::lifecycle::{Lifecycle, MinVersions, Schedule, Verdict};
+use crate::lifecycle::{Lifecycle, Verdict};
 
 /// Encrypts and decrypts with AES-256-GCM under keys from a provider.
 ///
@@ -58,11 +58,10 @@ pub struct Kms {
     key_id: KeyId,
     iv_length: IvLength,
     config: Arc<KmsConfig>,
-    /// Minimum decryption versions (`KMS_MIN_DECRYPTION_VERSION`), when set.
-    retired: Option<Arc<MinVersions>>,
-    /// Scheduled rotation (`KMS_ROTATION_PERIOD`): stops when the last clone is dropped.
-    /// Held, never read: the task stops when the last holder drops it.
-    _schedule: Option<Arc<Schedule>>,
+    /// Minimum decryption versions (`KMS_MIN_DECRYPTION_VERSION`) and
+    /// scheduled rotation (`KMS_ROTATION_PERIOD`, stopped when the last
+    /// clone is dropped).
+    lifecycle: Lifecycle,
     /// The last retention check of `key_id` for [`Kms::health`]: when, and
     /// its warning. Shared by clones of the same key id.
     retention_checked: Arc<Mutex<Option<RetentionCheck>>>,
@@ -113,8 +112,7 @@ impl Kms {
             key_id,
             iv_length,
             config: Arc::new(config),
-            retired: lifecycle.retired,
-            _schedule: lifecycle.schedule,
+            lifecycle,
             retention_checked: Arc::default(),
         }
     }
@@ -122,7 +120,10 @@ impl Kms {
     /// The minimum decryption version of a key, if one is configured.
     #[must_use]
     pub fn min_decryption_version(&self, key_id: &KeyId) -> Option<&KeyVersion> {
-        self.retired.as_ref().and_then(|r| r.minimum(key_id))
+        self.lifecycle
+            .retired
+            .as_ref()
+            .and_then(|r| r.minimum(key_id))
     }
 
     /// A handle that encrypts under another key id of the same provider.
@@ -310,7 +311,7 @@ impl Kms {
         self.cache.as_ref().and_then(|c| {
             c.with_hot_key(|key| {
                 let envelope = Envelope::parse_under(ciphertext, key)?;
-                match self.retired.as_ref().map(|r| r.verdict(key)) {
+                match self.lifecycle.retired.as_ref().map(|r| r.verdict(key)) {
                     None | Some(Verdict::Allowed) => {
                         Some(crypto::open_into(key, &envelope, aad, &mut *out))
                     }
@@ -380,7 +381,7 @@ impl Kms {
             }
             None => resolve_key(&*self.provider, envelope).await?,
         };
-        if let Some(retired) = &self.retired {
+        if let Some(retired) = &self.lifecycle.retired {
             retired.check(&*self.provider, &key).await?;
         }
         crypto::open_into(&key, envelope, aad, out)

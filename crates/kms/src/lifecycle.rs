@@ -74,9 +74,11 @@ impl LifecycleConfig {
 
 /// A started lifecycle, for the client: the minimum decryption versions
 /// and the rotation schedule (which stops when the last holder drops it).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Lifecycle {
     pub(crate) retired: Option<Arc<MinVersions>>,
+    /// Held, never read: the task stops when the last holder drops it.
+    #[expect(dead_code, reason = "held for its Drop, which stops the rotation task")]
     pub(crate) schedule: Option<Arc<Schedule>>,
 }
 
