@@ -455,7 +455,8 @@ async fn serve_dev_keeps_its_key_between_runs() {
 
 /// `kms serve` with a configuration file (`KMS_CONFIG_FILE`): a
 /// `PUT /config` is written to it, and the next start of the server runs
-/// that configuration, not the environment's.
+/// that configuration, not the environment's; so does the start after
+/// that, with the change the restarted server took.
 #[tokio::test]
 async fn a_put_config_survives_a_restart_of_kms_serve() {
     let dir = std::env::temp_dir().join(format!("kms-config-{}", containers::free_port()));
@@ -485,11 +486,23 @@ async fn a_put_config_survives_a_restart_of_kms_serve() {
     assert_eq!(server.terminate(), Some(0));
     assert!(!std::fs::read_to_string(&file).unwrap().contains(&key));
 
+    // The restarted server runs the file's configuration, and a change it
+    // takes survives the next restart too.
     let mut server = Server::start(&vars, &[]);
     let (code, body, text) =
         admin(&server, ADMIN_TOKEN, "GET", "/api/admin/kms/config", None).await;
     assert_eq!(code, 200, "{text}");
     assert_eq!(body["data"]["timeout"], 2500, "{text}");
+    let put = Some(r#"{"provider":"env","timeout":3000}"#);
+    let (code, _, text) = admin(&server, ADMIN_TOKEN, "PUT", "/api/admin/kms/config", put).await;
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(server.terminate(), Some(0));
+
+    let mut server = Server::start(&vars, &[]);
+    let (code, body, text) =
+        admin(&server, ADMIN_TOKEN, "GET", "/api/admin/kms/config", None).await;
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(body["data"]["timeout"], 3000, "{text}");
     assert_eq!(server.terminate(), Some(0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
