@@ -441,6 +441,41 @@ mod tests {
         assert_eq!(lookup("AWS_SECRET_ACCESS_KEY").as_deref(), Some("s3cr3t"));
     }
 
+    /// An attacker with the admin token cannot send the server's own
+    /// credentials elsewhere by naming them `"[REDACTED]"`: a redacted
+    /// secret counts as left out, so a moved endpoint still needs
+    /// credentials of the document's own.
+    #[test]
+    fn a_redacted_secret_never_follows_a_moved_endpoint() {
+        let server = base(&[
+            ("KMS_PROVIDER", "vault"),
+            ("VAULT_ADDR", "https://vault.internal:8200"),
+            ("VAULT_TOKEN", "hvs.the-servers-own-token"),
+            ("AWS_ENDPOINT_URL", "https://ssm.internal"),
+            ("AWS_ACCESS_KEY_ID", "AKIASERVER"),
+            ("AWS_SECRET_ACCESS_KEY", "server-secret"),
+        ]);
+        for body in [
+            &br#"{"provider":"vault","address":"https://evil.example","credentials":{"token":"[REDACTED]"}}"#[..],
+            br#"{"provider":"aws","endpoint":"https://evil.example","credentials":{"accessKeyId":"[REDACTED]","secretAccessKey":"[REDACTED]"}}"#,
+        ] {
+            let doc = Document::parse(body).unwrap();
+            let err = doc.lookup(&server).err().expect("refused");
+            assert_eq!(err.code(), "INVALID_CONFIG", "{err:?}");
+            assert!(err.message().contains("credentials"), "{err:?}");
+        }
+        // The same endpoint as the server's: its own credentials apply.
+        let doc = Document::parse(
+            br#"{"provider":"vault","address":"https://vault.internal:8200","credentials":{"token":"[REDACTED]"}}"#,
+        )
+        .unwrap();
+        let lookup = doc.lookup(&server).unwrap();
+        assert_eq!(
+            lookup("VAULT_TOKEN").as_deref(),
+            Some("hvs.the-servers-own-token")
+        );
+    }
+
     /// A field comes from the provider crate's declaration alone
     /// (`kms_vault::SETTINGS` names `requestTimeout`).
     #[test]
