@@ -234,11 +234,15 @@ impl Document {
         let provider = match top.get("provider") {
             Some(Value::String(p)) => p
                 .parse::<kms::ProviderKind>()
-                .map_err(|_| invalid("`provider` must be one of env, aws, gcp, vault"))?
+                .map_err(|_| invalid("`provider` must be one of env, aws, gcp, vault, file"))?
                 .as_str()
                 .to_owned(),
             Some(_) => return Err(invalid("`provider` must be a string")),
-            None => return Err(invalid("`provider` is required (env, aws, gcp or vault)")),
+            None => {
+                return Err(invalid(
+                    "`provider` is required (env, aws, gcp, vault or file)",
+                ));
+            }
         };
         let credentials = match top.remove("credentials") {
             None | Some(Value::Null) => Map::new(),

@@ -1,150 +1,59 @@
-//! Development mode (`--dev`): the env provider with a key kept in a local file.
+//! Development mode (`--dev`): the local keyring provider, with its keyring
+//! in `.kms-dev/keyring.json`, so that keys rotate and data encrypted in one
+//! run decrypts in the next.
+//!
+//! A `.kms-dev/key` left by earlier versions of `--dev` (one key, 64 hex
+//! characters) becomes version 1 of the keyring the first time, so nothing
+//! encrypted under it is lost; the file is left in place.
 
-use std::io::{Read as _, Write as _};
-use std::os::unix::fs::{
-    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
-};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kms::{Error, KeyMaterial, KmsBuilder};
-use zeroize::Zeroizing;
+use kms::file::FileProvider;
+use kms::file::private::{self, Read};
+use kms::{Error, KeyId, KeyMaterial, KmsBuilder};
 
-/// Where `--dev` keeps its key, relative to the working directory.
+/// Where `--dev` keeps its keyring, relative to the working directory.
 pub(crate) const DEFAULT_DIR: &str = ".kms-dev";
 
-/// The development key: 64 hex characters in `<dir>/key`, mode 0600.
-pub(crate) struct DevKey {
-    path: PathBuf,
-    hex: Arc<Zeroizing<String>>,
-    created: bool,
+/// The keyring's file name in the development directory.
+const KEYRING: &str = "keyring.json";
+
+/// The single key file of earlier versions of `--dev`.
+const LEGACY_KEY: &str = "key";
+
+/// Largest legacy key file read, in bytes: 64 hex characters and some white space.
+const MAX_KEY_FILE: usize = 256;
+
+/// How the development keyring came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// It was there, with the key.
+    Reused,
+    /// This run created it with a new random key.
+    Created,
+    /// This run created it from the legacy `key` file (version 1).
+    TookOver,
 }
 
-fn file_error(path: &Path, what: &str, e: &std::io::Error) -> Error {
-    Error::config(
-        "--dev-dir",
-        format!(
-            "cannot {what} the development key file {}: {e}",
-            path.display()
-        ),
-    )
+/// The development keyring and the key id it serves.
+pub(crate) struct DevKeyring {
+    path: PathBuf,
+    origin: Origin,
 }
 
 fn refuse(message: String) -> Error {
     Error::config("--dev-dir", message)
 }
 
-/// Largest key file read, in bytes: 64 hex characters and some white space.
-const MAX_KEY_FILE: usize = 256;
-
-/// The effective uid of this process, without `libc` (`unsafe_code` is
-/// forbidden): the owner of `/proc/self` on Linux, else of a new temporary
-/// file.
-fn current_uid() -> std::io::Result<u32> {
-    match std::fs::metadata("/proc/self") {
-        Ok(meta) => Ok(meta.uid()),
-        Err(_) => Ok(tempfile::tempfile()?.metadata()?.uid()),
-    }
-}
-
-/// The directory holding the key must not let anyone but its owner replace
-/// the key: not writable by group or others.
-fn check_dir(dir: &Path) -> Result<(), Error> {
-    let meta = std::fs::metadata(dir).map_err(|e| {
-        refuse(format!(
-            "cannot read the development key directory {}: {e}",
-            dir.display()
-        ))
-    })?;
-    if !meta.is_dir() {
-        return Err(refuse(format!(
-            "the development key directory {} is not a directory",
-            dir.display()
-        )));
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(refuse(format!(
-            "the development key directory {} has mode {mode:04o}, writable by group or others \
-             (who could replace the key); run `chmod 700 {}`",
-            dir.display(),
-            dir.display()
-        )));
-    }
-    Ok(())
-}
-
-/// The key file must be a regular file (not a symbolic link), owned by the
-/// current user, with no permission for group or others (0600, or 0400).
-fn check_file(path: &Path, meta: &std::fs::Metadata, uid: u32) -> Result<(), Error> {
-    let kind = meta.file_type();
-    if kind.is_symlink() {
-        return Err(refuse(format!(
-            "the development key file {} is a symbolic link; it must be a regular file \
-             (point --dev-dir at the directory that holds the key instead)",
-            path.display()
-        )));
-    }
-    if !kind.is_file() {
-        return Err(refuse(format!(
-            "the development key file {} is not a regular file",
-            path.display()
-        )));
-    }
-    if meta.uid() != uid {
-        return Err(refuse(format!(
-            "the development key file {} is owned by uid {}, not by the current user (uid {uid}); \
-             run `chown {uid} {}` if it is yours",
-            path.display(),
-            meta.uid(),
-            path.display()
-        )));
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o7077 != 0 {
-        return Err(refuse(format!(
-            "the development key file {} has mode {mode:04o}, open to group or others \
-             (it must be 0600); run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Reads the key file at `path`, whose `lstat` is `meta`: checks it, opens
-/// it, checks that the open file is the one checked (same device and inode,
-/// so a swap for a link in between is caught) and reads at most
-/// [`MAX_KEY_FILE`] bytes into a buffer zeroized on drop.
-fn read_key(path: &Path, meta: &std::fs::Metadata) -> Result<KeyMaterial, Error> {
-    let uid = current_uid().map_err(|e| {
-        refuse(format!(
-            "cannot tell which user runs this process, to check the owner of the \
-             development key file {}: {e}",
-            path.display()
-        ))
-    })?;
-    check_file(path, meta, uid)?;
-    let mut file = std::fs::File::open(path).map_err(|e| file_error(path, "open", &e))?;
-    let opened = file.metadata().map_err(|e| file_error(path, "read", &e))?;
-    if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
-        return Err(refuse(format!(
-            "the development key file {} was replaced while it was being opened",
-            path.display()
-        )));
-    }
-    check_file(path, &opened, uid)?;
-
-    let mut buf = Zeroizing::new([0u8; MAX_KEY_FILE + 1]);
-    let mut len = 0;
-    while let Some(rest) = buf.get_mut(len..).filter(|rest| !rest.is_empty()) {
-        match file.read(rest) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(file_error(path, "read", &e)),
-        }
-    }
+/// The key of a legacy `key` file, if there is one.
+fn legacy_key(dir: &Path) -> Result<Option<KeyMaterial>, Error> {
+    let path = dir.join(LEGACY_KEY);
+    let bytes = match private::read(&path, MAX_KEY_FILE, "development key").map_err(refuse)? {
+        Read::Missing => return Ok(None),
+        Read::Bytes(bytes) => bytes,
+    };
     let bad = || {
         refuse(format!(
             "the development key file {} does not hold a key of 64 hex characters \
@@ -152,84 +61,63 @@ fn read_key(path: &Path, meta: &std::fs::Metadata) -> Result<KeyMaterial, Error>
             path.display()
         ))
     };
-    if len > MAX_KEY_FILE {
-        return Err(bad());
-    }
-    let text = buf
-        .get(..len)
-        .and_then(|bytes| std::str::from_utf8(bytes).ok())
-        .ok_or_else(bad)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
     // Validates the length and hex without echoing the content.
-    KeyMaterial::from_hex(text).map_err(|_| bad())
+    KeyMaterial::from_hex(text).map(Some).map_err(|_| bad())
 }
 
-impl DevKey {
-    /// Reads the key file, or creates it (directory 0700, file 0600) with a
-    /// new random key. The file is read only if it is a regular file (not a
-    /// symbolic link) owned by the current user, with mode 0600 (or
-    /// stricter), in a directory not writable by group or others; a key is
-    /// created only in such a directory.
-    pub(crate) fn load_or_create(dir: &Path) -> Result<Self, Error> {
-        let path = dir.join("key");
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) => {
-                check_dir(dir)?;
-                let key = read_key(&path, &meta)?;
-                Ok(DevKey {
-                    path,
-                    hex: Arc::new(key.to_hex()),
-                    created: false,
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(|e| file_error(&path, "create the directory of", &e))?;
-                check_dir(dir)?;
-                let hex = KeyMaterial::generate().to_hex();
-                // `create_new` (O_EXCL) never follows a link planted meanwhile.
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(|e| file_error(&path, "create", &e))?;
-                file.write_all(hex.as_bytes())
-                    .and_then(|()| file.write_all(b"\n"))
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| file_error(&path, "write", &e))?;
-                Ok(DevKey {
-                    path,
-                    hex: Arc::new(hex),
-                    created: true,
-                })
-            }
-            Err(e) => Err(file_error(&path, "read", &e)),
-        }
+impl DevKeyring {
+    /// Opens the keyring in `dir` (created 0700 when missing), making sure
+    /// it holds a version of `key_id`: the legacy key file's key when there
+    /// is one, else a new random key.
+    pub(crate) async fn load_or_create(dir: &Path, key_id: &KeyId) -> Result<Self, Error> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                refuse(format!(
+                    "cannot create the development directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        private::check_dir(dir, "development").map_err(refuse)?;
+        let provider = FileProvider::builder().path(dir.join(KEYRING)).build()?;
+        let legacy = legacy_key(dir)?;
+        let took_over = legacy.is_some();
+        let created = provider
+            .import_if_empty(key_id, move || {
+                Ok(legacy.unwrap_or_else(KeyMaterial::generate))
+            })
+            .await?;
+        let origin = match (created, took_over) {
+            (None, _) => Origin::Reused,
+            (Some(_), true) => Origin::TookOver,
+            (Some(_), false) => Origin::Created,
+        };
+        Ok(DevKeyring {
+            path: provider.path().to_path_buf(),
+            origin,
+        })
     }
 
-    /// The key file.
+    /// The keyring file.
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Whether this run created the key.
-    pub(crate) fn created(&self) -> bool {
-        self.created
+    /// How this run found the keyring.
+    pub(crate) fn origin(&self) -> Origin {
+        self.origin
     }
 
-    /// The process environment with `KMS_PROVIDER=env` and the key as
-    /// `ENCRYPTION_KEY`.
+    /// The process environment with `KMS_PROVIDER=file` and the keyring as
+    /// `KMS_KEYRING_FILE`.
     pub(crate) fn lookup(&self) -> kms_admin::Lookup {
-        let hex = Arc::clone(&self.hex);
+        let path = Arc::new(self.path.display().to_string());
         Arc::new(move |name: &str| match name {
-            "KMS_PROVIDER" => Some("env".to_owned()),
-            "ENCRYPTION_KEY" => Some(hex.as_str().to_owned()),
-            // The file's key is the only one: a previous key from the
-            // environment would belong to another setup.
-            "ENCRYPTION_KEY_PREVIOUS" => None,
+            "KMS_PROVIDER" => Some(kms::file::PROVIDER.to_owned()),
+            kms::file::KEYRING_FILE => Some(path.as_str().to_owned()),
             _ => std::env::var(name).ok(),
         })
     }
@@ -240,152 +128,126 @@ impl DevKey {
     }
 }
 
+/// The key id `--dev` serves: `KMS_KEY_ID`, as every command reads it.
+pub(crate) fn key_id() -> Result<KeyId, Error> {
+    match std::env::var("KMS_KEY_ID") {
+        Ok(v) if !v.trim().is_empty() => {
+            KeyId::new(v.trim()).map_err(|e| Error::config("KMS_KEY_ID", e.to_string()))
+        }
+        _ => Ok(KeyId::default()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use kms::{KeyProvider as _, KeyVersion, LiveVersions};
+
     use super::*;
 
     const KEY: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
 
-    /// A 0700 directory holding a 0600 `key` file with [`KEY`].
-    fn key_dir() -> (tempfile::TempDir, PathBuf) {
+    /// A 0700 directory, with a 0600 legacy `key` file holding [`KEY`] when
+    /// `legacy`.
+    fn dev_dir(legacy: bool) -> (tempfile::TempDir, PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("dev");
         std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let path = dir.join("key");
-        std::fs::write(&path, format!("{KEY}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if legacy {
+            let path = dir.join(LEGACY_KEY);
+            std::fs::write(&path, format!("{KEY}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         (tmp, dir)
     }
 
-    /// The error of loading `dir`, checked to name `named` and never the key.
-    fn refused(dir: &Path, named: &Path, what: &str) -> String {
-        let err = match DevKey::load_or_create(dir) {
-            Ok(_) => panic!("{} was accepted ({what})", dir.display()),
-            Err(err) => err,
-        };
-        assert!(matches!(err, Error::Config { .. }), "{err:?}");
-        let text = err.to_string();
-        assert!(text.contains(&named.display().to_string()), "{text}");
-        assert!(text.contains(what), "{text}");
-        assert!(!text.contains(&KEY[..16]), "{text}");
-        assert!(!format!("{err:?}").contains(&KEY[..16]), "{err:?}");
-        text
+    async fn provider(dev: &DevKeyring) -> FileProvider {
+        FileProvider::builder().path(dev.path()).build().unwrap()
     }
 
-    #[test]
-    fn a_private_regular_file_in_a_private_directory_is_read() {
-        let (_tmp, dir) = key_dir();
-        let key = DevKey::load_or_create(&dir).unwrap();
-        assert!(!key.created());
-        assert_eq!(key.path(), dir.join("key"));
-        assert_eq!(key.hex.as_str(), KEY);
-        // A read-only key file (0400) is stricter than 0600: accepted too.
-        std::fs::set_permissions(dir.join("key"), std::fs::Permissions::from_mode(0o400)).unwrap();
-        assert_eq!(DevKey::load_or_create(&dir).unwrap().hex.as_str(), KEY);
+    #[tokio::test]
+    async fn a_legacy_key_becomes_version_1_and_a_rotation_keeps_it() {
+        let (_tmp, dir) = dev_dir(true);
+        let dev = DevKeyring::load_or_create(&dir, &KeyId::default())
+            .await
+            .unwrap();
+        assert_eq!(dev.origin(), Origin::TookOver);
+        assert_eq!(dev.path(), dir.join(KEYRING));
+        let p = provider(&dev).await;
+        let v1 = p.current_key(&KeyId::default()).await.unwrap();
+        assert_eq!(v1.version().as_str(), "1");
+        assert_eq!(v1.material().to_hex().as_str(), KEY);
+        p.rotate(&KeyId::default(), &LiveVersions::all())
+            .await
+            .unwrap();
+        // The next run reuses the keyring, and the legacy file stays as it was.
+        let again = DevKeyring::load_or_create(&dir, &KeyId::default())
+            .await
+            .unwrap();
+        assert_eq!(again.origin(), Origin::Reused);
+        let old = p
+            .key_version(&KeyId::default(), &KeyVersion::from(1))
+            .await
+            .unwrap();
+        assert_eq!(old.material().to_hex().as_str(), KEY);
+        assert_eq!(p.versions(&KeyId::default()).await.unwrap().len(), 2);
+        assert_eq!(
+            std::fs::read_to_string(dir.join(LEGACY_KEY)).unwrap(),
+            format!("{KEY}\n")
+        );
     }
 
-    #[test]
-    fn a_new_key_is_created_private_and_read_back() {
+    #[tokio::test]
+    async fn a_new_directory_gets_a_private_keyring_with_a_random_key() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("a").join(DEFAULT_DIR);
-        let created = DevKey::load_or_create(&dir).unwrap();
-        assert!(created.created());
-        let meta = std::fs::metadata(created.path()).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert_eq!(
-            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
-        let again = DevKey::load_or_create(&dir).unwrap();
-        assert!(!again.created());
-        assert_eq!(again.hex.as_str(), created.hex.as_str());
-    }
-
-    #[test]
-    fn a_symlinked_key_file_is_refused() {
-        let (_tmp, dir) = key_dir();
-        // The target is itself a fine key file, in a fine directory.
-        let (_other, elsewhere) = key_dir();
-        let link = dir.join("key");
-        std::fs::remove_file(&link).unwrap();
-        std::os::unix::fs::symlink(elsewhere.join("key"), &link).unwrap();
-        refused(&dir, &link, "symbolic link");
-        // A dangling link is refused the same way, not replaced.
-        std::fs::remove_file(elsewhere.join("key")).unwrap();
-        refused(&dir, &link, "symbolic link");
-    }
-
-    #[test]
-    fn a_key_file_open_to_others_is_refused() {
-        let (_tmp, dir) = key_dir();
-        for mode in [0o644, 0o640, 0o604, 0o660] {
-            std::fs::set_permissions(dir.join("key"), std::fs::Permissions::from_mode(mode))
-                .unwrap();
-            let text = refused(&dir, &dir.join("key"), "chmod 600");
-            assert!(text.contains(&format!("{mode:04o}")), "{text}");
-        }
-    }
-
-    #[test]
-    fn a_directory_writable_by_others_is_refused() {
-        for mode in [0o777, 0o770, 0o730, 0o703, 0o1777] {
-            let (_tmp, dir) = key_dir();
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
-            let text = refused(&dir, &dir, "writable by group or others");
-            assert!(text.contains(&format!("{mode:04o}")), "{text}");
-            // Nor is a key created there.
-            std::fs::remove_file(dir.join("key")).unwrap();
-            refused(&dir, &dir, "writable by group or others");
-            assert!(!dir.join("key").exists());
-        }
-    }
-
-    #[test]
-    fn a_key_file_of_another_user_is_refused() {
-        let me = current_uid().unwrap();
-        let (_tmp, dir) = key_dir();
-        let path = dir.join("key");
-        if me == 0 {
-            // The whole path, with a file really given to another user.
-            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
-            let text = refused(&dir, &path, "owned by uid 65534");
-            assert!(text.contains("current user (uid 0)"), "{text}");
-        } else {
-            // Not root: the check itself, as if we were another user.
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let text = check_file(&path, &meta, me + 1).unwrap_err().to_string();
-            assert!(text.contains(&format!("owned by uid {me}")), "{text}");
-        }
-    }
-
-    #[test]
-    fn other_kinds_of_file_and_bad_content_are_refused() {
-        let (_tmp, dir) = key_dir();
-        let path = dir.join("key");
-        std::fs::remove_file(&path).unwrap();
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
+        let dev = DevKeyring::load_or_create(&dir, &KeyId::default())
+            .await
             .unwrap();
-        refused(&dir, &path, "not a regular file");
-        std::fs::remove_dir(&path).unwrap();
+        assert_eq!(dev.origin(), Origin::Created);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dev.path()), 0o600);
+        assert_eq!(mode(&dir), 0o700);
+        // Another key id in the same keyring gets its own version 1.
+        let other = KeyId::new("other").unwrap();
+        let dev = DevKeyring::load_or_create(&dir, &other).await.unwrap();
+        assert_eq!(dev.origin(), Origin::Created);
+        let p = provider(&dev).await;
+        assert_eq!(p.versions(&other).await.unwrap().len(), 1);
+        assert_eq!(p.versions(&KeyId::default()).await.unwrap().len(), 1);
+    }
 
-        for content in [&KEY[..63], "not a key at all", &"0".repeat(1000)] {
-            std::fs::write(&path, content).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-            refused(&dir, &path, "does not hold a key of 64 hex characters");
+    #[tokio::test]
+    async fn a_legacy_key_file_that_is_not_private_or_not_a_key_is_refused_and_nothing_is_made() {
+        for (content, mode, says) in [
+            (format!("{KEY}\n"), 0o644, "chmod 600"),
+            (KEY[..63].to_owned(), 0o600, "64 hex characters"),
+            ("not a key at all".to_owned(), 0o600, "64 hex characters"),
+            ("0".repeat(1000), 0o600, "larger than 256 bytes"),
+        ] {
+            let (_tmp, dir) = dev_dir(false);
+            let path = dir.join(LEGACY_KEY);
+            std::fs::write(&path, &content).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let Err(e) = DevKeyring::load_or_create(&dir, &KeyId::default()).await else {
+                panic!("accepted {content:?} with mode {mode:o}")
+            };
+            let text = format!("{e} {e:?}");
+            assert!(text.contains(says), "{text}");
+            assert!(!text.contains(&KEY[..16]), "{text}");
+            assert!(!dir.join(KEYRING).exists(), "a keyring was made");
         }
     }
 
-    #[test]
-    fn the_current_uid_is_the_owner_of_new_files() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("probe");
-        std::fs::write(&path, b"").unwrap();
-        assert_eq!(
-            current_uid().unwrap(),
-            std::fs::metadata(&path).unwrap().uid()
-        );
+    #[tokio::test]
+    async fn a_directory_writable_by_others_is_refused() {
+        let (_tmp, dir) = dev_dir(true);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let Err(e) = DevKeyring::load_or_create(&dir, &KeyId::default()).await else {
+            panic!("accepted")
+        };
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        assert!(!dir.join(KEYRING).exists());
     }
 }

@@ -23,12 +23,13 @@ mod serve;
 #[derive(Debug, Parser)]
 #[command(name = "kms", version, about, long_about)]
 struct Cli {
-    /// Development mode: the env provider with a key kept in a local file
-    /// (`.kms-dev/key`, mode 0600, created on first use), so data encrypted
-    /// in one run decrypts in the next. No cloud account needed.
+    /// Development mode: the local keyring provider with its keyring in
+    /// `.kms-dev/keyring.json` (mode 0600, created on first use), so keys
+    /// rotate and data encrypted in one run decrypts in the next. No cloud
+    /// account needed. A `.kms-dev/key` of earlier versions becomes version 1.
     #[arg(long, global = true)]
     dev: bool,
-    /// Directory of the development key (with --dev).
+    /// Directory of the development keyring (with --dev).
     #[arg(long, global = true, value_name = "DIR", default_value = dev::DEFAULT_DIR)]
     dev_dir: std::path::PathBuf,
     #[command(subcommand)]
@@ -118,10 +119,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         write_stdout(line.as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     }
-    let dev = cli
-        .dev
-        .then(|| dev::DevKey::load_or_create(&cli.dev_dir))
-        .transpose()?;
+    let dev = match cli.dev {
+        true => Some(dev::DevKeyring::load_or_create(&cli.dev_dir, &dev::key_id()?).await?),
+        false => None,
+    };
     if let Command::Migrate(args) = cli.command {
         return migrate::run(args).await;
     }

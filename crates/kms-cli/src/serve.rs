@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kms::{Error, Kms};
 use kms_admin::{AdminConfig, AuthConfig, SharedKms};
 
-use crate::dev::DevKey;
+use crate::dev::{DevKeyring, Origin};
 
 /// Default listen address: loopback only.
 pub(crate) const DEFAULT_BIND: &str = "127.0.0.1:3000";
@@ -50,7 +50,7 @@ async fn shutdown_signal() {
     tracing::info!(target: "kms", "shutting down: finishing requests in flight");
 }
 
-pub(crate) async fn run(args: ServeArgs, dev: Option<DevKey>) -> Result<ExitCode, Error> {
+pub(crate) async fn run(args: ServeArgs, dev: Option<DevKeyring>) -> Result<ExitCode, Error> {
     let lookup: kms_admin::Lookup = match &dev {
         Some(dev) => dev.lookup(),
         None => Arc::new(|name: &str| std::env::var(name).ok()),
@@ -114,7 +114,7 @@ pub(crate) async fn run(args: ServeArgs, dev: Option<DevKey>) -> Result<ExitCode
 }
 
 /// What is being served, on stdout; the generated token is printed here once.
-fn announce(kms: &Kms, addr: SocketAddr, dev: Option<&DevKey>, token: Option<&str>) {
+fn announce(kms: &Kms, addr: SocketAddr, dev: Option<&DevKeyring>, token: Option<&str>) {
     let base = format!("http://{addr}");
     let mut out = format!(
         "kms admin API listening on {base} (provider {}, key {})\n",
@@ -123,24 +123,28 @@ fn announce(kms: &Kms, addr: SocketAddr, dev: Option<&DevKey>, token: Option<&st
     );
     if let Some(dev) = dev {
         out.push_str(&format!(
-            "development mode: key file {} ({}, mode 0600); not for production\n",
+            "development mode: keyring {} ({}, mode 0600); not for production\n",
             dev.path().display(),
-            if dev.created() {
-                "created now"
-            } else {
-                "reused"
+            match dev.origin() {
+                Origin::Reused => "reused",
+                Origin::Created => "created now",
+                Origin::TookOver => "created now, with the key of the old key file as version 1",
             },
         ));
     }
-    match token {
-        Some(token) => out.push_str(&format!(
-            "admin token for this run (shown once): {token}\n\n\
-             Check KMS health:\n  curl -H \"Authorization: Bearer {token}\" \\\n       {base}/api/admin/kms/health\n"
-        )),
-        None => out.push_str(&format!(
-            "\nCheck KMS health:\n  curl -H \"Authorization: Bearer $ADMIN_TOKEN\" \\\n       {base}/api/admin/kms/health\n"
-        )),
-    }
+    let bearer = match token {
+        Some(token) => {
+            out.push_str(&format!("admin token for this run (shown once): {token}\n"));
+            token.to_owned()
+        }
+        None => "$ADMIN_TOKEN".to_owned(),
+    };
+    out.push_str(&format!(
+        "\nCheck KMS health:\n  curl -H \"Authorization: Bearer {bearer}\" \\\n       {base}/api/admin/kms/health\n"
+    ));
+    out.push_str(&format!(
+        "Rotate the key (older data keeps decrypting):\n  curl -X POST -H \"Authorization: Bearer {bearer}\" \\\n       {base}/api/admin/kms/key/rotate\n"
+    ));
     out.push_str(&format!(
         "Metrics: {base}/metrics (same bearer token)\nStop with Ctrl-C.\n"
     ));

@@ -125,7 +125,7 @@ fn configuration_errors_name_the_variable() {
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
-        err.contains("KMS_PROVIDER") && err.contains("env, aws, gcp, vault"),
+        err.contains("KMS_PROVIDER") && err.contains("env, aws, gcp, vault, file"),
         "{err}"
     );
 

@@ -26,6 +26,10 @@ pub use kms_telemetry as telemetry;
 #[cfg(feature = "env")]
 pub use kms_env as env;
 
+/// The local keyring provider (`KMS_PROVIDER=file`).
+#[cfg(feature = "file")]
+pub use kms_file as file;
+
 /// The AWS provider (`KMS_PROVIDER=aws`): SSM Parameter Store under a KMS key.
 #[cfg(feature = "aws")]
 pub use kms_aws as aws;

@@ -21,6 +21,9 @@ pub enum ProviderKind {
     Gcp,
     /// HashiCorp Vault KV version 2.
     Vault,
+    /// A keyring file on the local disk (development and small single-host
+    /// deployments; `--dev` uses it).
+    File,
 }
 
 impl ProviderKind {
@@ -33,6 +36,7 @@ impl ProviderKind {
             ProviderKind::Aws => "aws",
             ProviderKind::Gcp => "gcp",
             ProviderKind::Vault => "vault",
+            ProviderKind::File => "file",
         }
     }
 }
@@ -51,9 +55,10 @@ impl FromStr for ProviderKind {
             "aws" => Ok(ProviderKind::Aws),
             "gcp" => Ok(ProviderKind::Gcp),
             "vault" => Ok(ProviderKind::Vault),
+            "file" => Ok(ProviderKind::File),
             _ => Err(Error::config(
                 "KMS_PROVIDER",
-                "must be one of env, aws, gcp, vault",
+                "must be one of env, aws, gcp, vault, file",
             )),
         }
     }
@@ -76,6 +81,9 @@ pub(crate) enum ProviderSettings {
     /// `KMS_PROVIDER=gcp`.
     #[cfg(feature = "gcp")]
     Gcp(Box<kms_gcp::GcpProviderBuilder>),
+    /// `KMS_PROVIDER=file`.
+    #[cfg(feature = "file")]
+    File(kms_file::FileProviderBuilder),
     /// A built-in kind whose cargo feature is off: building says which
     /// feature to enable.
     NotCompiledIn(ProviderKind),
@@ -104,6 +112,8 @@ impl ProviderSettings {
             ProviderKind::Aws => ProviderSettings::Aws(Box::default()),
             #[cfg(feature = "gcp")]
             ProviderKind::Gcp => ProviderSettings::Gcp(Box::default()),
+            #[cfg(feature = "file")]
+            ProviderKind::File => ProviderSettings::File(kms_file::FileProviderBuilder::default()),
             #[allow(
                 unreachable_patterns,
                 reason = "reachable only when some provider feature is off"
@@ -139,6 +149,10 @@ impl ProviderSettings {
             ProviderKind::Gcp => {
                 ProviderSettings::Gcp(Box::new(kms_gcp::GcpProviderBuilder::from_lookup(lookup)?))
             }
+            #[cfg(feature = "file")]
+            ProviderKind::File => {
+                ProviderSettings::File(kms_file::FileProviderBuilder::from_lookup(lookup)?)
+            }
             #[allow(
                 unreachable_patterns,
                 reason = "reachable only when some provider feature is off"
@@ -158,6 +172,8 @@ impl ProviderSettings {
             ProviderSettings::Aws(_) => Some(ProviderKind::Aws),
             #[cfg(feature = "gcp")]
             ProviderSettings::Gcp(_) => Some(ProviderKind::Gcp),
+            #[cfg(feature = "file")]
+            ProviderSettings::File(_) => Some(ProviderKind::File),
             ProviderSettings::NotCompiledIn(kind) => Some(*kind),
             ProviderSettings::Custom { .. } => None,
         }
@@ -201,6 +217,8 @@ impl ProviderSettings {
             ProviderSettings::Aws(aws) => Arc::new(aws.build().await?),
             #[cfg(feature = "gcp")]
             ProviderSettings::Gcp(gcp) => Arc::new(gcp.build().await?),
+            #[cfg(feature = "file")]
+            ProviderSettings::File(file) => Arc::new(file.build()?),
             ProviderSettings::NotCompiledIn(kind) => return Err(not_compiled_in(kind)),
             ProviderSettings::Custom { provider, .. } => provider,
         })

@@ -1,0 +1,425 @@
+//! The keyring file: its JSON form, and how it is read and replaced.
+//!
+//! ```json
+//! {
+//!   "format": "kms-keyring",
+//!   "formatVersion": 1,
+//!   "keys": {
+//!     "default": {
+//!       "versions": [
+//!         { "version": 1, "createdAt": "2026-12-04T10:00:00Z", "key": "<64 hex characters>" },
+//!         { "version": 2, "createdAt": "2026-12-05T10:00:00Z", "key": "<64 hex characters>" }
+//!       ]
+//!     }
+//!   }
+//! }
+//! ```
+//!
+//! Versions are numbered from 1, oldest first; the last is the current one.
+//! Every version is kept: nothing in this provider deletes one.
+//!
+//! A change is made under an exclusive advisory lock (`flock`) on a lock
+//! file beside the keyring (`<keyring>.lock`), and always from the keyring
+//! as it is on disk under that lock: the new keyring is written to a
+//! temporary file in the same directory (mode 0600), flushed to disk,
+//! renamed over the keyring, and the directory is flushed. A reader sees
+//! the old keyring or the new one, never a part; two processes changing
+//! the keyring at once both keep their versions; a crash at any point
+//! leaves the old keyring or the new one.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SubsecRound as _, Utc};
+use kms_core::{DataKey, Error, KeyId, KeyMaterial, KeyVersion, Result, VersionInfo};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
+
+use crate::PROVIDER;
+use crate::private::{self, Read};
+
+/// The `format` field of every keyring file.
+pub const FORMAT: &str = "kms-keyring";
+
+/// The `formatVersion` this crate reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Largest keyring file read: 16 MiB (about 100,000 versions).
+pub(crate) const MAX_FILE: usize = 16 << 20;
+
+/// What the checks of [`private`] call the file in their messages.
+const WHAT: &str = "keyring";
+
+/// The whole file.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct Keyring {
+    format: String,
+    format_version: u32,
+    keys: BTreeMap<String, Entry>,
+}
+
+/// One key id's versions, oldest first.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Entry {
+    versions: Vec<Stored>,
+}
+
+/// One version.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct Stored {
+    version: u64,
+    created_at: DateTime<Utc>,
+    #[serde(serialize_with = "hex_out", deserialize_with = "hex_in")]
+    key: KeyMaterial,
+}
+
+/// The key as 64 hex characters, from a buffer wiped on drop.
+fn hex_out<S: Serializer>(key: &KeyMaterial, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&key.to_hex())
+}
+
+/// The key from 64 hex characters, borrowed from the file's bytes (no copy
+/// of the text is made).
+fn hex_in<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<KeyMaterial, D::Error> {
+    let hex = <&str>::deserialize(d)?;
+    KeyMaterial::from_hex(hex).map_err(|_| {
+        serde::de::Error::custom(
+            "a key is not 64 hex characters (Invalid key length: expected 32 bytes)",
+        )
+    })
+}
+
+impl Stored {
+    fn data_key(&self, key_id: &KeyId) -> DataKey {
+        let bytes = Zeroizing::new(*self.key.expose_secret());
+        DataKey::with_created_at(
+            key_id.clone(),
+            KeyVersion::from(self.version),
+            KeyMaterial::from_bytes(*bytes),
+            Some(self.created_at),
+        )
+    }
+}
+
+impl Default for Keyring {
+    fn default() -> Self {
+        Keyring {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            keys: BTreeMap::new(),
+        }
+    }
+}
+
+impl Keyring {
+    /// Reads the keyring at `path`; `None` when there is no file.
+    pub(crate) fn load(path: &Path) -> Result<Option<Self>> {
+        let bytes = match private::read(path, MAX_FILE, WHAT).map_err(refused)? {
+            Read::Missing => return Ok(None),
+            Read::Bytes(bytes) => bytes,
+        };
+        let keyring: Keyring = serde_json::from_slice(&bytes).map_err(|e| {
+            // Where, not serde_json's message: that may quote the value it
+            // read, which could be a key.
+            let kind = match e.classify() {
+                serde_json::error::Category::Syntax => "not JSON",
+                serde_json::error::Category::Eof => "cut short",
+                _ => "not a keyring (a missing, unknown or mistyped field, or a key that is not 64 hex characters)",
+            };
+            corrupt(path, &format!("{kind} at line {}, column {}", e.line(), e.column()))
+        })?;
+        if keyring.format != FORMAT || keyring.format_version != FORMAT_VERSION {
+            return Err(corrupt(
+                path,
+                &format!(
+                    "it is not a `{FORMAT}` file of formatVersion {FORMAT_VERSION} \
+                     (format {:?}, formatVersion {})",
+                    keyring.format, keyring.format_version
+                ),
+            ));
+        }
+        for (id, entry) in &keyring.keys {
+            KeyId::new(id).map_err(|_| corrupt(path, &format!("{id:?} is not a valid key id")))?;
+            let numbered = entry
+                .versions
+                .iter()
+                .zip(1u64..)
+                .all(|(stored, n)| stored.version == n);
+            if !numbered {
+                return Err(corrupt(
+                    path,
+                    &format!("the versions of key {id:?} are not numbered 1, 2, 3, ... in order"),
+                ));
+            }
+        }
+        Ok(Some(keyring))
+    }
+
+    fn entry(&self, key_id: &KeyId) -> Option<&Entry> {
+        self.keys
+            .get(key_id.as_str())
+            .filter(|e| !e.versions.is_empty())
+    }
+
+    /// The current version of `key_id`.
+    pub(crate) fn current(&self, key_id: &KeyId) -> Result<DataKey> {
+        self.entry(key_id)
+            .and_then(|e| e.versions.last())
+            .map(|s| s.data_key(key_id))
+            .ok_or_else(|| Error::key_not_found(key_id, None))
+    }
+
+    /// Version `version` of `key_id`.
+    pub(crate) fn version(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey> {
+        self.entry(key_id)
+            .and_then(|e| {
+                e.versions
+                    .iter()
+                    .find(|s| s.version.to_string() == version.as_str())
+            })
+            .map(|s| s.data_key(key_id))
+            .ok_or_else(|| Error::key_not_found(key_id, Some(version)))
+    }
+
+    /// Every version of `key_id`, oldest first.
+    pub(crate) fn versions(&self, key_id: &KeyId) -> Result<Vec<VersionInfo>> {
+        let entry = self
+            .entry(key_id)
+            .ok_or_else(|| Error::key_not_found(key_id, None))?;
+        Ok(entry
+            .versions
+            .iter()
+            .map(|s| VersionInfo::new(KeyVersion::from(s.version), Some(s.created_at), true))
+            .collect())
+    }
+
+    /// Adds `material` as the new current version of `key_id` (creating the
+    /// key when it has none), created now.
+    pub(crate) fn push(&mut self, key_id: &KeyId, material: KeyMaterial) -> DataKey {
+        let entry = self.keys.entry(key_id.as_str().to_owned()).or_default();
+        let version = entry.versions.last().map_or(1, |s| s.version + 1);
+        // Whole seconds, as every timestamp of the API.
+        let stored = Stored {
+            version,
+            created_at: Utc::now().trunc_subsecs(0),
+            key: material,
+        };
+        let key = stored.data_key(key_id);
+        entry.versions.push(stored);
+        key
+    }
+
+    /// Writes this keyring over the file at `path`: a temporary file in the
+    /// same directory, flushed, renamed over it, and the directory flushed.
+    /// Call it holding the [`WriteLock`].
+    pub(crate) fn save(&self, path: &Path) -> Result<()> {
+        let dir = parent(path);
+        private::check_dir(dir, WHAT).map_err(refused)?;
+        let json =
+            Zeroizing::new(serde_json::to_vec_pretty(self).map_err(|e| {
+                Error::provider(PROVIDER, format!("cannot encode the keyring: {e}"))
+            })?);
+        let cannot = |what: &str, e: std::io::Error| {
+            Error::provider(
+                PROVIDER,
+                format!("cannot {what} the keyring file {}: {e}", path.display()),
+            )
+        };
+        // Mode 0600; removed on drop unless persisted.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".keyring-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(|e| cannot("create a temporary file beside", e))?;
+        tmp.write_all(&json)
+            .and_then(|()| tmp.write_all(b"\n"))
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| cannot("write", e))?;
+        tmp.persist(path).map_err(|e| cannot("replace", e.error))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| cannot("flush the directory of", e))
+    }
+}
+
+/// The exclusive lock every change holds, on `<keyring>.lock` (created
+/// empty, mode 0600). Released when dropped (or when the process dies).
+pub(crate) struct WriteLock(File);
+
+impl WriteLock {
+    /// Waits for the lock.
+    pub(crate) fn acquire(path: &Path) -> Result<Self> {
+        let lock_path = lock_path(path);
+        private::check_dir(parent(path), WHAT).map_err(refused)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| {
+                Error::provider(
+                    PROVIDER,
+                    format!("cannot open the lock file {}: {e}", lock_path.display()),
+                )
+            })?;
+        file.lock().map_err(|e| {
+            Error::provider(
+                PROVIDER,
+                format!("cannot lock {}: {e}", lock_path.display()),
+            )
+        })?;
+        Ok(WriteLock(file))
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        // Closing the file releases the lock too; this says so early.
+        let _unlocked = self.0.unlock();
+    }
+}
+
+/// `<keyring>.lock`.
+pub(crate) fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// The directory of `path` (`.` for a bare file name).
+pub(crate) fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// A refused or unreadable file: the operator must act, so it is a
+/// configuration error naming the variable.
+fn refused(message: String) -> Error {
+    Error::config(crate::KEYRING_FILE, message)
+}
+
+fn corrupt(path: &Path, why: &str) -> Error {
+    Error::provider(
+        PROVIDER,
+        format!("the keyring file {} is not valid: {why}", path.display()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> KeyId {
+        KeyId::new(s).unwrap()
+    }
+
+    #[test]
+    fn versions_are_numbered_from_one_and_survive_a_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("keyring.json");
+        let mut ring = Keyring::default();
+        let first = ring.push(&id("default"), KeyMaterial::generate());
+        let second = ring.push(&id("default"), KeyMaterial::generate());
+        let other = ring.push(&id("other"), KeyMaterial::generate());
+        assert_eq!(
+            [first.version(), second.version(), other.version()].map(KeyVersion::as_str),
+            ["1", "2", "1"]
+        );
+        ring.save(&path).unwrap();
+        let back = Keyring::load(&path).unwrap().unwrap();
+        assert_eq!(
+            back.current(&id("default")).unwrap().fingerprint(),
+            second.fingerprint()
+        );
+        assert_eq!(
+            back.version(&id("default"), &KeyVersion::from(1))
+                .unwrap()
+                .fingerprint(),
+            first.fingerprint()
+        );
+        assert_eq!(back.versions(&id("default")).unwrap().len(), 2);
+        assert!(matches!(
+            back.current(&id("missing")),
+            Err(Error::KeyNotFound { .. })
+        ));
+        assert!(matches!(
+            back.version(&id("default"), &KeyVersion::from(3)),
+            Err(Error::KeyNotFound { .. })
+        ));
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["keyring.json"]);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_a_typed_error_that_shows_no_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("keyring.json");
+        let key = "ab".repeat(32);
+        let write = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+            std::fs::set_permissions(&path, private).unwrap();
+        };
+        let version = |n: u64, key: &str| {
+            format!(r#"{{"version":{n},"createdAt":"2026-01-01T00:00:00Z","key":"{key}"}}"#)
+        };
+        for text in [
+            "not json".to_owned(),
+            r#"{"format":"other","formatVersion":1,"keys":{}}"#.to_owned(),
+            r#"{"format":"kms-keyring","formatVersion":2,"keys":{}}"#.to_owned(),
+            format!(
+                r#"{{"format":"kms-keyring","formatVersion":1,"keys":{{"default":{{"versions":[{}]}}}}}}"#,
+                version(2, &key)
+            ),
+            format!(
+                r#"{{"format":"kms-keyring","formatVersion":1,"keys":{{"bad/id":{{"versions":[{}]}}}}}}"#,
+                version(1, &key)
+            ),
+            format!(
+                r#"{{"format":"kms-keyring","formatVersion":1,"keys":{{"default":{{"versions":[{}]}}}}}}"#,
+                version(1, &key[..62])
+            ),
+            format!(
+                r#"{{"format":"kms-keyring","formatVersion":1,"keys":{{"default":{{"versions":[{}]}}}},"extra":1}}"#,
+                version(1, &key)
+            ),
+        ] {
+            write(&text);
+            let Err(e) = Keyring::load(&path) else {
+                panic!("accepted: {text}")
+            };
+            assert!(matches!(e, Error::Provider { .. }), "{e:?}");
+            let shown = format!("{e} {e:?}");
+            assert!(shown.contains("keyring.json"), "{shown}");
+            assert!(!shown.contains(&key[..16]), "{shown}");
+        }
+        write(&format!(
+            r#"{{"format":"kms-keyring","formatVersion":1,"keys":{{"default":{{"versions":[{}]}}}}}}"#,
+            version(1, &key)
+        ));
+        assert!(Keyring::load(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn the_lock_file_sits_beside_the_keyring() {
+        assert_eq!(
+            lock_path(Path::new("/a/b/keyring.json")),
+            Path::new("/a/b/keyring.json.lock")
+        );
+        assert_eq!(parent(Path::new("keyring.json")), Path::new("."));
+    }
+}
