@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -384,14 +384,19 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+/// `kms serve --dev` as the README shows it: data encrypted by one run
+/// decrypts in the next; the banner's health and rotate calls work as
+/// pasted; after the rotation, data from before it still decrypts and new
+/// data is under version 2; a keyring that others can read is refused.
 #[tokio::test]
-async fn serve_dev_keeps_its_key_between_runs() {
+async fn serve_dev_rotates_and_keeps_its_keys_between_runs() {
     let dir = std::env::temp_dir().join(format!("kms-dev-{}", containers::free_port()));
     let dev_dir = dir.to_str().unwrap().to_owned();
     let vars = HashMap::new();
     let dev = ["--dev", "--dev-dir", dev_dir.as_str()];
 
-    // Run 1 encrypts (creating the key file), run 2 serves, run 3 decrypts.
+    // Run 1 encrypts (creating the keyring), run 2 serves and rotates,
+    // run 3 decrypts.
     let (code, stored, err) = kms_cli(
         &vars,
         &[&dev[..], &["encrypt", "--aad", "users:1"]].concat(),
@@ -399,8 +404,8 @@ async fn serve_dev_keeps_its_key_between_runs() {
     )
     .await;
     assert_eq!(code, 0, "{err}");
-    let key_file = dir.join("key");
-    assert_eq!(mode(&key_file), 0o600);
+    let keyring = dir.join("keyring.json");
+    assert_eq!(mode(&keyring), 0o600);
     assert_eq!(mode(&dir), 0o700);
 
     let mut server = Server::start(&vars, &dev);
@@ -412,29 +417,36 @@ async fn serve_dev_keeps_its_key_between_runs() {
         .trim()
         .to_owned();
     assert!(server.banner.contains("reused"), "{}", server.banner);
-    // The printed curl line works as pasted.
-    let curl_line: String = server
-        .banner
-        .split("Check KMS health:\n")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join("\n");
-    let out = Command::new("sh")
-        .args(["-c", &curl_line])
-        .output()
-        .unwrap();
-    let health: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(health["data"]["provider"], "env");
+    // The printed curl lines work as pasted.
+    let pasted = |after: &str| -> Value {
+        let line: String = server
+            .banner
+            .split(after)
+            .nth(1)
+            .unwrap()
+            .lines()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n");
+        let out = Command::new("sh").args(["-c", &line]).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let health = pasted("Check KMS health:\n");
+    assert_eq!(health["data"]["provider"], "file");
     assert_eq!(health["data"]["healthy"], true);
+    let rotated = pasted("Rotate the key (older data keeps decrypting):\n");
+    assert_eq!(rotated["success"], true, "{rotated}");
+    assert_eq!(rotated["data"]["newKeyVersion"], "2", "{rotated}");
     let (code, _) = spec_health_script(&server.base, &token).await;
     assert_eq!(code, 0);
     assert_eq!(server.terminate(), Some(0));
-    let key_hex = std::fs::read_to_string(&key_file).unwrap();
-    assert!(!server.logs().contains(key_hex.trim()));
-    assert!(!server.banner.contains(key_hex.trim()));
+    let ring = std::fs::read_to_string(&keyring).unwrap();
+    let ring: Value = serde_json::from_str(&ring).unwrap();
+    for version in ring["keys"]["default"]["versions"].as_array().unwrap() {
+        let key = version["key"].as_str().unwrap();
+        assert!(!server.logs().contains(key));
+        assert!(!server.banner.contains(key));
+    }
 
     let (code, plain, err) = kms_cli(
         &vars,
@@ -443,13 +455,69 @@ async fn serve_dev_keeps_its_key_between_runs() {
     )
     .await;
     assert_eq!((code, plain.as_str()), (0, "hello"), "{err}");
+    let (code, meta, err) = kms_cli(&vars, &[&dev[..], &["metadata"]].concat(), b"").await;
+    assert_eq!(code, 0, "{err}");
+    let meta: Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(meta["data"]["currentVersion"], "2", "{meta}");
+    assert_eq!(meta["data"]["versionCount"], 2, "{meta}");
+    assert!(meta["data"]["lastRotated"].is_string(), "{meta}");
 
-    // A key file others can read is refused.
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A keyring others can read is refused.
+    std::fs::set_permissions(&keyring, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, _, err) = kms_cli(&vars, &[&dev[..], &["health"]].concat(), b"").await;
     assert_eq!(code, 1);
     assert!(err.contains("chmod 600"), "{err}");
-    assert!(!err.contains(key_hex.trim()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A `.kms-dev/key` of the earlier development mode (the env provider with
+/// that key) is taken over as version 1: what was encrypted under it
+/// decrypts with `--dev`, before and after a rotation.
+#[tokio::test]
+async fn dev_takes_an_old_key_file_over_as_version_1() {
+    let dir = std::env::temp_dir().join(format!("kms-dev-old-{}", containers::free_port()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+    let key = KeyMaterial::generate().to_hex().to_string();
+    std::fs::write(dir.join("key"), format!("{key}\n")).unwrap();
+    std::fs::set_permissions(dir.join("key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let old_vars: HashMap<String, String> =
+        [("KMS_PROVIDER", "env"), ("ENCRYPTION_KEY", key.as_str())]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    let (code, stored, err) = kms_cli(&old_vars, &["encrypt", "--aad", "a"], b"from before").await;
+    assert_eq!(code, 0, "{err}");
+
+    let dev_dir = dir.to_str().unwrap().to_owned();
+    let dev = ["--dev", "--dev-dir", dev_dir.as_str()];
+    let vars = HashMap::new();
+    for step in ["decrypt", "rotate", "decrypt"] {
+        let (code, out, err) = match step {
+            "decrypt" => {
+                kms_cli(
+                    &vars,
+                    &[&dev[..], &["decrypt", "--aad", "a"]].concat(),
+                    stored.trim().as_bytes(),
+                )
+                .await
+            }
+            _ => kms_cli(&vars, &[&dev[..], &["rotate"]].concat(), b"").await,
+        };
+        assert_eq!(code, 0, "{step}: {err}");
+        if step == "decrypt" {
+            assert_eq!(out, "from before");
+        }
+    }
+    let ring: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("keyring.json")).unwrap()).unwrap();
+    assert_eq!(ring["keys"]["default"]["versions"][0]["key"], key.as_str());
+    assert_eq!(
+        ring["keys"]["default"]["versions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -14,6 +14,7 @@ mod admin;
 #[cfg(feature = "aws")]
 mod aws;
 mod env;
+mod file;
 #[cfg(feature = "gcp")]
 mod gcp;
 #[cfg(feature = "vault")]
@@ -23,8 +24,11 @@ mod lifecycle;
 #[cfg(feature = "vault")]
 mod load;
 mod memory;
+// Uses the `kms serve` runner of `admin`.
 #[cfg(all(feature = "vault", feature = "aws", feature = "gcp"))]
 mod migrate;
+#[cfg(feature = "vault")]
+mod prometheus;
 #[cfg(any(feature = "vault", feature = "aws", feature = "gcp"))]
 mod scenarios;
 #[cfg(feature = "vault")]

@@ -1,7 +1,8 @@
 //! `kms migrate` and `kms::migrate` between every pair of providers in the
 //! harness: sources env, vault (OpenBao), aws (LocalStack), gcp (the
-//! in-process emulator); targets vault, aws, gcp. One server of each for
-//! the whole pairwise test, a key id of its own per pair.
+//! in-process emulator), file (a local keyring); targets vault, aws, gcp,
+//! file. One server of each (and one keyring) for the whole pairwise test,
+//! a key id of its own per pair.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -25,6 +26,7 @@ enum Kind {
     Vault,
     Aws,
     Gcp,
+    File,
 }
 
 impl Kind {
@@ -34,6 +36,7 @@ impl Kind {
             Kind::Vault => "vault",
             Kind::Aws => "aws",
             Kind::Gcp => "gcp",
+            Kind::File => "file",
         }
     }
 }
@@ -43,6 +46,8 @@ struct Servers {
     bao: OpenBaoServer,
     aws: Aws,
     emu: EmulatorHandle,
+    /// The private directory of the file provider's keyring.
+    keyring: tempfile::TempDir,
 }
 
 impl Servers {
@@ -53,6 +58,7 @@ impl Servers {
             bao,
             aws,
             emu: emu.unwrap(),
+            keyring: tempfile::tempdir().unwrap(),
         }
     }
 
@@ -66,6 +72,22 @@ impl Servers {
                 ("KMS_AWS_KMS_KEY_ID", &self.aws.key_id),
             ]),
             Kind::Gcp => kms_tests::fixtures::gcp::spec_env(&self.emu, &id),
+            Kind::File => [
+                ("KMS_PROVIDER", "file"),
+                ("KMS_KEY_ID", key_id),
+                (
+                    "KMS_KEYRING_FILE",
+                    &self
+                        .keyring
+                        .path()
+                        .join("keyring.json")
+                        .display()
+                        .to_string(),
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
             Kind::Env => panic!("env variables come from EnvKeys"),
         }
     }
@@ -166,11 +188,12 @@ async fn make_source(
                 .await
                 .unwrap();
         }
-        // SSM versions cannot be disabled: the imported first version is used.
+        // SSM versions and keyring versions cannot be disabled: the
+        // imported first version is used.
         _ => {}
     }
     for chunk in 0..3 {
-        if chunk > 0 || kind != Kind::Aws {
+        if chunk > 0 || !matches!(kind, Kind::Aws | Kind::File) {
             provider.rotate(&id, &LiveVersions::all()).await.unwrap();
         }
         encrypt_chunk(&kms, label, chunk, &mut corpus).await;
@@ -262,8 +285,8 @@ async fn migrate_pair(servers: &Servers, from: Kind, to: Kind) {
 async fn migrate_between_every_pair() {
     kms_tests::skip_without_docker!();
     let servers = Servers::start().await;
-    for from in [Kind::Env, Kind::Vault, Kind::Aws, Kind::Gcp] {
-        for to in [Kind::Vault, Kind::Aws, Kind::Gcp] {
+    for from in [Kind::Env, Kind::Vault, Kind::Aws, Kind::Gcp, Kind::File] {
+        for to in [Kind::Vault, Kind::Aws, Kind::Gcp, Kind::File] {
             if from != to {
                 migrate_pair(&servers, from, to).await;
             }
@@ -271,7 +294,7 @@ async fn migrate_between_every_pair() {
     }
 
     // A different key at the target: refused, nothing written.
-    for to in [Kind::Vault, Kind::Aws, Kind::Gcp] {
+    for to in [Kind::Vault, Kind::Aws, Kind::Gcp, Kind::File] {
         let key_id = format!("mig-refuse-{}", to.name());
         let id = KeyId::new(&key_id).unwrap();
         let source_keys = EnvKeys(vec![KeyMaterial::generate().to_hex().to_string()]);

@@ -1,7 +1,9 @@
 //! `cargo xtask demo`: the development round trip with the `kms` CLI and the
 //! env provider (generate a key, encrypt a sample, decrypt it, check
-//! health), then the README's main job, `kms serve --dev`: start it, call
-//! its health endpoint with the token it prints, stop it with SIGTERM.
+//! health), then the README's main job, `kms serve --dev`: encrypt a sample
+//! in development mode, start the server, call its health endpoint with the
+//! token it prints, rotate the key through the spec's rotate endpoint, stop
+//! it with SIGTERM, and decrypt the sample from before the rotation.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
@@ -61,52 +63,85 @@ pub(crate) fn run() -> Result<()> {
     serve_dev(&kms)
 }
 
-/// `kms serve --dev` on a free port with a throw-away key directory: reads
-/// the address and token from its banner, calls `GET
-/// /api/admin/kms/health`, stops it with SIGTERM and expects exit code 0.
+/// `kms serve --dev` on a free port with a throw-away keyring directory:
+/// a sample encrypted first, then the server's health and rotate endpoints
+/// called with the token of its banner, SIGTERM (exit code 0 expected), and
+/// the sample decrypted after the rotation.
 fn serve_dev(kms: &Path) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("kms-xtask-demo-{}", std::process::id()));
     let dev_dir = dir.to_string_lossy().into_owned();
+    let result = serve_dev_in(kms, &dev_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn serve_dev_in(kms: &Path, dev_dir: &str) -> Result<()> {
+    let dev = |args: &[&str]| {
+        let mut command = Command::new(kms);
+        command.args(["--dev", "--dev-dir", dev_dir]).args(args);
+        command
+    };
+    cmd::step(format!(
+        "encrypt {PLAINTEXT:?} in development mode: {CLI_BINARY} --dev encrypt"
+    ));
+    let before = cmd::capture(&mut dev(&["encrypt"]), PLAINTEXT.as_bytes())?;
+
     cmd::step(format!(
         "the main job: {CLI_BINARY} serve --dev --dev-dir {dev_dir} --bind 127.0.0.1:0"
     ));
-    let mut child = Command::new(kms)
-        .args([
-            "serve",
-            "--dev",
-            "--dev-dir",
-            &dev_dir,
-            "--bind",
-            "127.0.0.1:0",
-        ])
+    let mut child = dev(&["serve", "--bind", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| Error::new(format!("could not start `{CLI_BINARY} serve --dev`: {e}")))?;
-    let result = call_health(&mut child);
+    let result = health_and_rotate(&mut child);
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let status = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    let body = result?;
-    println!("GET /api/admin/kms/health: {body}");
+    result?;
     match status {
         Ok(s) if s.success() => {
-            cmd::step("kms serve --dev answered and stopped cleanly on SIGTERM");
-            Ok(())
+            cmd::step("kms serve --dev answered, rotated, and stopped cleanly on SIGTERM");
         }
-        Ok(s) => Err(Error::new(format!(
-            "kms serve --dev exited with {s} after SIGTERM"
-        ))),
-        Err(e) => Err(Error::new(format!(
-            "could not wait for kms serve --dev: {e}"
-        ))),
+        Ok(s) => {
+            return Err(Error::new(format!(
+                "kms serve --dev exited with {s} after SIGTERM"
+            )));
+        }
+        Err(e) => {
+            return Err(Error::new(format!(
+                "could not wait for kms serve --dev: {e}"
+            )));
+        }
     }
+
+    cmd::step(format!(
+        "decrypt the sample from before the rotation: {CLI_BINARY} --dev decrypt"
+    ));
+    let decrypted = cmd::capture(&mut dev(&["decrypt"]), &before)?;
+    if decrypted != PLAINTEXT.as_bytes() {
+        return Err(Error::new(format!(
+            "after the rotation, decrypt returned {:?}, expected {PLAINTEXT:?}",
+            String::from_utf8_lossy(&decrypted)
+        )));
+    }
+    let metadata = cmd::capture(&mut dev(&["metadata"]), b"")?;
+    let current = serde_json::from_slice::<serde_json::Value>(&metadata)
+        .ok()
+        .and_then(|v| v.pointer("/data/currentVersion").cloned());
+    if current != Some(serde_json::Value::from("2")) {
+        return Err(Error::new(format!(
+            "after one rotation the current version is {current:?}, not \"2\""
+        )));
+    }
+    cmd::step("data from before the rotation decrypts; new data uses version 2");
+    Ok(())
 }
 
-/// Reads the banner up to its last line and calls the health endpoint.
-fn call_health(child: &mut std::process::Child) -> Result<String> {
+/// Reads the banner up to its last line, calls the health endpoint, then
+/// the rotate endpoint.
+fn health_and_rotate(child: &mut std::process::Child) -> Result<()> {
     let stdout = child
         .stdout
         .take()
@@ -137,31 +172,41 @@ fn call_health(child: &mut std::process::Child) -> Result<String> {
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .ok_or_else(|| Error::new("no admin token in the kms serve --dev banner"))?;
-    let io = |e: std::io::Error| Error::new(format!("cannot call http://{addr}: {e}"));
+    let health = request(addr, token, "GET", "/api/admin/kms/health")?;
+    println!("GET /api/admin/kms/health: {health}");
+    if health.pointer("/data/healthy") != Some(&serde_json::Value::Bool(true)) {
+        return Err(Error::new(format!("unhealthy: {health}")));
+    }
+    let rotated = request(addr, token, "POST", "/api/admin/kms/key/rotate")?;
+    println!("POST /api/admin/kms/key/rotate: {rotated}");
+    if rotated.pointer("/data/newKeyVersion") != Some(&serde_json::Value::from("2")) {
+        return Err(Error::new(format!(
+            "the rotation made no version 2: {rotated}"
+        )));
+    }
+    Ok(())
+}
+
+/// One HTTP/1.1 request with the bearer token: the JSON body of a 200.
+fn request(addr: &str, token: &str, method: &str, path: &str) -> Result<serde_json::Value> {
+    let io = |e: std::io::Error| Error::new(format!("cannot call http://{addr}{path}: {e}"));
     let mut stream = TcpStream::connect(addr).map_err(io)?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io)?;
     write!(
         stream,
-        "GET /api/admin/kms/health HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(io)?;
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(io)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let healthy = serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/data/healthy")
-                .and_then(serde_json::Value::as_bool)
-        });
-    if head.starts_with("HTTP/1.1 200") && healthy == Some(true) {
-        Ok(body.to_owned())
-    } else {
-        Err(Error::new(format!(
-            "unexpected health response:\n{response}"
-        )))
+    match serde_json::from_str(body) {
+        Ok(json) if head.starts_with("HTTP/1.1 200") => Ok(json),
+        _ => Err(Error::new(format!(
+            "unexpected response to {method} {path}:\n{response}"
+        ))),
     }
 }
 

@@ -5,6 +5,7 @@
 //! non-zero with an `error: ...` message as soon as a step fails. If
 //! `cargo xtask ci` passes locally, CI is green.
 
+mod alerts;
 mod bench;
 mod ci;
 mod cmd;
@@ -26,8 +27,10 @@ usage: cargo xtask <task>
 
 tasks:
   test [-- <cargo test args>]    run the whole test suite (one `cargo test` invocation),
-                                 after starting Docker (installing it as root on Debian)
-                                 and building the missing images of tests/images.env;
+                                 after starting Docker (installing it as root on Debian),
+                                 building the missing images of tests/images.env, and
+                                 checking and unit-testing the Prometheus alerting rules
+                                 with promtool (Debian's prometheus, installed if missing);
                                  without cargo args, then kms-core and kms without aws-lc-rs
                                  (pure-Rust AES-GCM) and a 30 s smoke of every fuzz target
   ci                             fmt, clippy, rustdoc and cargo-deny checks, then `test`
@@ -36,7 +39,8 @@ tasks:
                                  table (also written to FILE with --out)
   demo                           build the `kms` CLI, run the generate-key / encrypt /
                                  decrypt round trip with the env provider, then start
-                                 `kms serve --dev`, call its health endpoint, stop it
+                                 `kms serve --dev`, call its health endpoint, rotate the
+                                 key, stop it, and decrypt data from before the rotation
   fuzz [--seconds N] [TARGET...]  fuzz the parsers with AFL++ (cargo-afl, installed if missing),
                                  N seconds per target (default 30), two at a time; fails on
                                  any crash or hang (targets: ciphertext, decrypt, admin, env_key,

@@ -5,15 +5,17 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::cmd::{self, Result};
-use crate::{docker, fuzz, images};
+use crate::{alerts, docker, fuzz, images};
 
 /// Runs the whole test suite.
 ///
 /// Anything the tests need from outside cargo is prepared here, before the
 /// single `cargo test` invocation, so that `cargo xtask test` stays the one
 /// command that a fresh machine and CI run: a Docker engine (installed and
-/// started if need be) and the container images pinned in `tests/images.env`
-/// (built if missing, reused otherwise).
+/// started if need be), the container images pinned in `tests/images.env`
+/// (built if missing, reused otherwise), and Prometheus (Debian's package,
+/// installed if missing), whose `promtool` checks and unit-tests the
+/// alerting rules before the suite runs.
 ///
 /// The whole suite (no cargo arguments) then tests `kms-core` and the facade
 /// again without the `aws-lc-aes-gcm` feature (the pure-Rust backend), and
@@ -23,6 +25,8 @@ use crate::{docker, fuzz, images};
 pub(crate) fn run(cargo_args: &[OsString]) -> Result<()> {
     docker::ensure_docker()?;
     images::ensure_images()?;
+    alerts::ensure_prometheus()?;
+    alerts::check_rules(&cmd::workspace_root())?;
     let started = Instant::now();
     cmd::run("run the test suite", &mut cargo_test(cargo_args))?;
     cmd::step(format!("test suite passed in {}", cmd::took(started)));
@@ -50,6 +54,9 @@ fn cargo_test(cargo_args: &[OsString]) -> Command {
         // The Docker engine was started above: a container test that finds
         // none fails instead of skipping (tests/src/containers.rs).
         .env("KMS_REQUIRE_DOCKER", "1")
+        // Prometheus was installed above: the end-to-end alerting test
+        // fails instead of skipping (tests/integration/prometheus.rs).
+        .env("KMS_REQUIRE_PROMETHEUS", "1")
         .args(["test", "--workspace", "--all-features"])
         .args(cargo_args);
     command

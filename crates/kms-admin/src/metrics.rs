@@ -36,6 +36,22 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
     Ok(handle)
 }
 
+/// How long a scrape of `/metrics` waits for the provider health check it
+/// runs: 2 s, well under Prometheus' default scrape timeout (10 s).
+pub(crate) const SCRAPE_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs a provider health check (which sets `kms_provider_healthy`);
+/// one that does not answer within [`SCRAPE_HEALTH_TIMEOUT`] sets it to 0.
+pub(crate) async fn check_health(kms: &Kms) {
+    if tokio::time::timeout(SCRAPE_HEALTH_TIMEOUT, kms.health())
+        .await
+        .is_err()
+    {
+        let provider = kms.config().provider.clone();
+        metrics::gauge!(names::PROVIDER_HEALTHY, "provider" => provider).set(0.0);
+    }
+}
+
 /// Sets the cache counters and the circuit state gauge from `kms`.
 pub fn record_gauges(kms: &Kms) {
     let provider = kms.config().provider.clone();
