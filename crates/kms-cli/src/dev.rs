@@ -4,7 +4,10 @@
 //!
 //! A `.kms-dev/key` left by earlier versions of `--dev` (one key, 64 hex
 //! characters) becomes version 1 of the keyring the first time, so nothing
-//! encrypted under it is lost; the file is left in place.
+//! encrypted under it is lost; the file is left in place, and read only
+//! while the keyring has no version of the key id asked for (earlier
+//! versions served that key under whatever `KMS_KEY_ID` was set, so a key
+//! id new to the keyring takes it over too).
 
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
@@ -83,13 +86,24 @@ impl DevKeyring {
             })?;
         private::check_dir(dir, "development").map_err(refuse)?;
         let provider = FileProvider::builder().path(dir.join(KEYRING)).build()?;
-        let legacy = legacy_key(dir)?;
-        let took_over = legacy.is_some();
+        // The legacy file is read only when the keyring has no version of
+        // the key yet (under the keyring's lock): once taken over, it
+        // no longer matters.
+        let took_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::clone(&took_over);
+        let legacy_dir = dir.to_path_buf();
         let created = provider
             .import_if_empty(key_id, move || {
-                Ok(legacy.unwrap_or_else(KeyMaterial::generate))
+                Ok(match legacy_key(&legacy_dir)? {
+                    Some(key) => {
+                        seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                        key
+                    }
+                    None => KeyMaterial::generate(),
+                })
             })
             .await?;
+        let took_over = took_over.load(std::sync::atomic::Ordering::Relaxed);
         let origin = match (created, took_over) {
             (None, _) => Origin::Reused,
             (Some(_), true) => Origin::TookOver,
@@ -181,7 +195,11 @@ mod tests {
         p.rotate(&KeyId::default(), &LiveVersions::all())
             .await
             .unwrap();
-        // The next run reuses the keyring, and the legacy file stays as it was.
+        // The next run reuses the keyring, and the legacy file stays as it
+        // was; once taken over it is not read again (a later chmod does not
+        // stop --dev).
+        std::fs::set_permissions(dir.join(LEGACY_KEY), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
         let again = DevKeyring::load_or_create(&dir, &KeyId::default())
             .await
             .unwrap();

@@ -28,9 +28,8 @@
 //! leaves the old keyring or the new one.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SubsecRound as _, Utc};
@@ -59,14 +58,48 @@ const WHAT: &str = "keyring";
 pub(crate) struct Keyring {
     format: String,
     format_version: u32,
+    #[serde(deserialize_with = "unique_ids")]
     keys: BTreeMap<String, Entry>,
+}
+
+/// The `keys` object, refusing a key id given twice (a plain map would keep
+/// the last, and the next change would write the others away).
+fn unique_ids<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<BTreeMap<String, Entry>, D::Error> {
+    struct Ids;
+    impl<'de> serde::de::Visitor<'de> for Ids {
+        type Value = BTreeMap<String, Entry>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of key ids")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut keys = BTreeMap::new();
+            while let Some((id, entry)) = map.next_entry::<String, Entry>()? {
+                if keys.insert(id, entry).is_some() {
+                    return Err(serde::de::Error::custom("a key id is given twice"));
+                }
+            }
+            Ok(keys)
+        }
+    }
+    d.deserialize_map(Ids)
 }
 
 /// One key id's versions, oldest first.
 #[derive(Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Entry {
-    versions: Vec<Stored>,
+    /// Boxed, so that the list growing moves pointers, not key bytes
+    /// (a reallocation would leave a copy of every key behind, unwiped).
+    #[allow(
+        clippy::vec_box,
+        reason = "the boxes keep key bytes in place while the list grows"
+    )]
+    versions: Vec<Box<Stored>>,
 }
 
 /// One version.
@@ -211,7 +244,7 @@ impl Keyring {
             key: material,
         };
         let key = stored.data_key(key_id);
-        entry.versions.push(stored);
+        entry.versions.push(Box::new(stored));
         key
     }
 
@@ -221,10 +254,25 @@ impl Keyring {
     pub(crate) fn save(&self, path: &Path) -> Result<()> {
         let dir = parent(path);
         private::check_dir(dir, WHAT).map_err(refused)?;
-        let json =
-            Zeroizing::new(serde_json::to_vec_pretty(self).map_err(|e| {
-                Error::provider(PROVIDER, format!("cannot encode the keyring: {e}"))
-            })?);
+        let encode = |out: &mut dyn std::io::Write| {
+            serde_json::to_writer_pretty(out, self)
+                .map_err(|e| Error::provider(PROVIDER, format!("cannot encode the keyring: {e}")))
+        };
+        // Measured first, then written into a buffer of that exact size: a
+        // growing buffer would leave copies of the keys behind, unwiped.
+        let mut counter = Counter(0);
+        encode(&mut counter)?;
+        if counter.0 >= MAX_FILE {
+            return Err(Error::provider(
+                PROVIDER,
+                format!(
+                    "the keyring would exceed {MAX_FILE} bytes, the most that is read back; \
+                     nothing was written (move some key ids to another keyring)"
+                ),
+            ));
+        }
+        let mut json = Zeroizing::new(Vec::with_capacity(counter.0.saturating_add(1)));
+        encode(&mut *json)?;
         let cannot = |what: &str, e: std::io::Error| {
             Error::provider(
                 PROVIDER,
@@ -248,6 +296,19 @@ impl Keyring {
     }
 }
 
+/// Counts what is written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The exclusive lock every change holds, on `<keyring>.lock` (created
 /// empty, mode 0600). Released when dropped (or when the process dies).
 pub(crate) struct WriteLock(File);
@@ -257,19 +318,23 @@ impl WriteLock {
     pub(crate) fn acquire(path: &Path) -> Result<Self> {
         let lock_path = lock_path(path);
         private::check_dir(parent(path), WHAT).map_err(refused)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| {
-                Error::provider(
-                    PROVIDER,
-                    format!("cannot open the lock file {}: {e}", lock_path.display()),
-                )
-            })?;
+        // Never through a link, and only a regular file of ours: the lock
+        // file is created in the (checked) directory, not wherever a link
+        // planted there points.
+        let file = private::open_no_follow(&lock_path, true, true).map_err(|e| {
+            refused(format!(
+                "cannot open the lock file {}: {e}",
+                lock_path.display()
+            ))
+        })?;
+        let meta = file.metadata().map_err(|e| {
+            refused(format!(
+                "cannot read the lock file {}: {e}",
+                lock_path.display()
+            ))
+        })?;
+        private::check_file(&lock_path, &meta, private::current_uid(), "keyring lock")
+            .map_err(refused)?;
         file.lock().map_err(|e| {
             Error::provider(
                 PROVIDER,
@@ -397,6 +462,11 @@ mod tests {
                 r#"{{"format":"kms-keyring","formatVersion":1,"keys":{{"default":{{"versions":[{}]}}}},"extra":1}}"#,
                 version(1, &key)
             ),
+            format!(
+                r#"{{"format":"kms-keyring","formatVersion":1,"keys":{{"default":{{"versions":[{}]}},"default":{{"versions":[{}]}}}}}}"#,
+                version(1, &key),
+                version(1, &key)
+            ),
         ] {
             write(&text);
             let Err(e) = Keyring::load(&path) else {
@@ -412,6 +482,19 @@ mod tests {
             version(1, &key)
         ));
         assert!(Keyring::load(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_lock_file_that_is_a_link_is_refused_and_its_target_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("keyring.json");
+        let elsewhere = tmp.path().join("elsewhere");
+        std::os::unix::fs::symlink(&elsewhere, lock_path(&path)).unwrap();
+        let Err(e) = WriteLock::acquire(&path) else {
+            panic!("a linked lock file was used")
+        };
+        assert!(matches!(e, Error::Config { .. }), "{e:?}");
+        assert!(!elsewhere.exists(), "the link's target was created");
     }
 
     #[test]

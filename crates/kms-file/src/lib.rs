@@ -214,9 +214,7 @@ impl KeyProvider for FileProvider {
     ) -> Result<Option<DataKey>> {
         let (key_id, expected) = (key_id.clone(), expected.clone());
         self.change(move |ring| {
-            let Ok(current) = ring.current(&key_id) else {
-                return Ok(None);
-            };
+            let current = ring.current(&key_id)?;
             Ok((current.version() == &expected)
                 .then(|| ring.push(&key_id, KeyMaterial::generate())))
         })

@@ -4,13 +4,15 @@
 //!
 //! A file is read only if it is a regular file (not a symbolic link), owned
 //! by the user running this process, with no permission for group or others
-//! (0600, or 0400), in a directory that group and others cannot write (who
-//! could otherwise replace the file). The open file is checked again, by
-//! device and inode, so that a file swapped in between is caught.
+//! (0600, or 0400), in a directory owned by that user (or root) that group
+//! and others cannot write (who could otherwise replace or delete the
+//! file). It is opened without following a link and without waiting on a
+//! FIFO, and the open file is checked again, by device and inode, so that a
+//! file swapped in between is caught.
 
-use std::fs::{File, Metadata};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read as _;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use zeroize::Zeroizing;
@@ -19,20 +21,31 @@ use zeroize::Zeroizing;
 /// naming the path and what to run to mend it, never the content.
 pub type Refusal = String;
 
-/// The effective uid of this process, without `libc` (`unsafe_code` is
-/// forbidden): the owner of `/proc/self` on Linux, else of a new temporary
-/// file.
-///
-/// # Errors
-/// When neither can be read.
-pub fn current_uid() -> std::io::Result<u32> {
-    match std::fs::metadata("/proc/self") {
-        Ok(meta) => Ok(meta.uid()),
-        Err(_) => Ok(tempfile::tempfile()?.metadata()?.uid()),
-    }
+/// The effective uid of this process.
+#[must_use]
+pub fn current_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
 }
 
-/// Checks that `dir` is a directory that group and others cannot write.
+/// Opens `path` for `read`/`write` without following a symbolic link at
+/// its last component and without blocking on a FIFO (`create`: created
+/// with mode 0600 when missing).
+///
+/// # Errors
+/// The `open` error (`ELOOP` for a link).
+pub fn open_no_follow(path: &Path, write: bool, create: bool) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .create(create)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Checks that `dir` is a directory owned by this process's user (or by
+/// root) that group and others cannot write.
 ///
 /// # Errors
 /// Why not.
@@ -43,6 +56,15 @@ pub fn check_dir(dir: &Path, what: &str) -> Result<(), Refusal> {
         return Err(format!(
             "the {what} directory {} is not a directory",
             dir.display()
+        ));
+    }
+    let uid = current_uid();
+    if meta.uid() != uid && meta.uid() != 0 {
+        return Err(format!(
+            "the {what} directory {} is owned by uid {}, not by the current user (uid {uid}) \
+             or root: its owner could replace or delete the file",
+            dir.display(),
+            meta.uid()
         ));
     }
     let mode = meta.permissions().mode() & 0o7777;
@@ -98,13 +120,21 @@ pub fn check_file(path: &Path, meta: &Metadata, uid: u32, what: &str) -> Result<
     Ok(())
 }
 
-/// What [`read`] found.
-#[derive(Debug)]
+/// What [`read`] found. Its `Debug` never shows the bytes.
 pub enum Read {
     /// No file at the path.
     Missing,
     /// The file's bytes, wiped on drop.
     Bytes(Zeroizing<Vec<u8>>),
+}
+
+impl std::fmt::Debug for Read {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Read::Missing => f.write_str("Missing"),
+            Read::Bytes(b) => write!(f, "Bytes({} bytes, redacted)", b.len()),
+        }
+    }
 }
 
 /// Reads the private file at `path` (see the module's checks), at most
@@ -124,20 +154,17 @@ pub fn read(path: &Path, limit: usize, what: &str) -> Result<Read, Refusal> {
             ));
         }
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        check_dir(dir, what)?;
-    }
-    let uid = current_uid().map_err(|e| {
-        format!(
-            "cannot tell which user runs this process, to check the owner of the {what} file {}: {e}",
-            path.display()
-        )
-    })?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    check_dir(dir, what)?;
+    let uid = current_uid();
     check_file(path, &meta, uid, what)?;
     let cannot = |verb: &str, e: std::io::Error| {
         format!("cannot {verb} the {what} file {}: {e}", path.display())
     };
-    let file = File::open(path).map_err(|e| cannot("open", e))?;
+    let file = open_no_follow(path, false, false).map_err(|e| cannot("open", e))?;
     let opened = file.metadata().map_err(|e| cannot("read", e))?;
     if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
         return Err(format!(
@@ -233,11 +260,40 @@ mod tests {
         let e = read(&path, 9, WHAT).unwrap_err();
         assert!(e.contains("larger than 9 bytes"), "{e}");
         assert_eq!(bytes(read(&path, 10, WHAT)), b"0123456789");
+
+        // A FIFO is refused, without waiting for a writer.
+        let (_tmp, path) = private_file("x");
+        std::fs::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        if made.is_ok_and(|s| s.success()) {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let e = read(&path, 100, WHAT).unwrap_err();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        // Debug never shows the bytes.
+        let (_tmp, path) = private_file("secret-bytes");
+        let shown = format!("{:?}", read(&path, 100, WHAT).unwrap());
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn a_directory_of_another_user_is_refused() {
+        let (_tmp, path) = private_file("secret");
+        let dir = path.parent().unwrap();
+        if current_uid() == 0 {
+            std::os::unix::fs::chown(dir, Some(65534), None).unwrap();
+            let e = read(&path, 100, WHAT).unwrap_err();
+            assert!(e.contains("owned by uid 65534"), "{e}");
+            let e = check_dir(dir, WHAT).unwrap_err();
+            assert!(e.contains("replace or delete"), "{e}");
+        }
+        // Root's own directories are fine (`/` here).
+        check_dir(Path::new("/"), WHAT).unwrap();
     }
 
     #[test]
     fn a_file_of_another_user_is_refused() {
-        let me = current_uid().unwrap();
+        let me = current_uid();
         let (_tmp, path) = private_file("secret");
         let meta = std::fs::symlink_metadata(&path).unwrap();
         let e = check_file(&path, &meta, me + 1, WHAT).unwrap_err();

@@ -128,13 +128,13 @@ async fn check_and_set_rotation_makes_one_version_among_many_callers() {
     }
     assert_eq!(made, 1);
     assert_eq!(p.versions(&id()).await.unwrap().len(), 2);
-    // Of a key id that does not exist: nothing written.
+    // Of a key id that does not exist: not found, nothing written.
     let other = KeyId::new("other").unwrap();
-    let none = p
+    let e = p
         .rotate_if_current(&other, v1.version(), &LiveVersions::all())
         .await
-        .unwrap();
-    assert!(none.is_none());
+        .unwrap_err();
+    assert_eq!(e.to_string(), "Encryption key not found: other");
     assert!(p.current_key(&other).await.is_err());
 }
 
