@@ -53,7 +53,8 @@ fn refuse(message: String) -> Error {
 /// The key of a legacy `key` file, if there is one.
 fn legacy_key(dir: &Path) -> Result<Option<KeyMaterial>, Error> {
     let path = dir.join(LEGACY_KEY);
-    let bytes = match private::read(&path, MAX_KEY_FILE, "development key").map_err(refuse)? {
+    let read = private::read(&path, MAX_KEY_FILE, "development key");
+    let bytes = match read.map_err(|r| refuse(r.message))? {
         Read::Missing => return Ok(None),
         Read::Bytes(bytes) => bytes,
     };
@@ -84,7 +85,7 @@ impl DevKeyring {
                     dir.display()
                 ))
             })?;
-        private::check_dir(dir, "development").map_err(refuse)?;
+        private::check_dir(dir, "development").map_err(|r| refuse(r.message))?;
         let provider = FileProvider::builder().path(dir.join(KEYRING)).build()?;
         // The legacy file is read only when the keyring has no version of
         // the key yet (under the keyring's lock): once taken over, it

@@ -38,7 +38,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
 use crate::PROVIDER;
-use crate::private::{self, Read};
+use crate::private::{self, Read, Refusal, RefusalKind};
 
 /// The `format` field of every keyring file.
 pub const FORMAT: &str = "kms-keyring";
@@ -274,15 +274,16 @@ impl Keyring {
         let mut json = Zeroizing::new(Vec::with_capacity(counter.0.saturating_add(1)));
         encode(&mut *json)?;
         let cannot = |what: &str, e: std::io::Error| {
-            Error::provider(
-                PROVIDER,
+            refused(Refusal::io(
+                &e,
                 format!("cannot {what} the keyring file {}: {e}", path.display()),
-            )
+            ))
         };
+        sweep_stale(path);
         // Mode 0600; removed on drop unless persisted.
         let mut tmp = tempfile::Builder::new()
-            .prefix(".keyring-")
-            .suffix(".tmp")
+            .prefix(&temp_prefix(path))
+            .suffix(TEMP_SUFFIX)
             .tempfile_in(dir)
             .map_err(|e| cannot("create a temporary file beside", e))?;
         tmp.write_all(&json)
@@ -293,6 +294,36 @@ impl Keyring {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| cannot("flush the directory of", e))
+    }
+}
+
+/// The temporary files of a keyring: `.<keyring file name>.<random>.tmp`.
+fn temp_prefix(path: &Path) -> String {
+    format!(
+        ".{}.",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    )
+}
+
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Removes the temporary files a writer killed before its rename left
+/// (they hold keys). Called under the [`WriteLock`]: no other writer of
+/// this keyring is between creating one and renaming it. Best effort.
+fn sweep_stale(path: &Path) {
+    let prefix = temp_prefix(path);
+    let Ok(entries) = std::fs::read_dir(parent(path)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix)
+            && name.ends_with(TEMP_SUFFIX)
+            && entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            let _removed = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -321,26 +352,18 @@ impl WriteLock {
         // Never through a link, and only a regular file of ours: the lock
         // file is created in the (checked) directory, not wherever a link
         // planted there points.
-        let file = private::open_no_follow(&lock_path, true, true).map_err(|e| {
-            refused(format!(
-                "cannot open the lock file {}: {e}",
-                lock_path.display()
+        let cannot = |what: &str, e: std::io::Error| {
+            refused(Refusal::io(
+                &e,
+                format!("cannot {what} the lock file {}: {e}", lock_path.display()),
             ))
-        })?;
-        let meta = file.metadata().map_err(|e| {
-            refused(format!(
-                "cannot read the lock file {}: {e}",
-                lock_path.display()
-            ))
-        })?;
+        };
+        let file =
+            private::open_no_follow(&lock_path, true, true).map_err(|e| cannot("open", e))?;
+        let meta = file.metadata().map_err(|e| cannot("read", e))?;
         private::check_file(&lock_path, &meta, private::current_uid(), "keyring lock")
             .map_err(refused)?;
-        file.lock().map_err(|e| {
-            Error::provider(
-                PROVIDER,
-                format!("cannot lock {}: {e}", lock_path.display()),
-            )
-        })?;
+        file.lock().map_err(|e| cannot("lock", e))?;
         Ok(WriteLock(file))
     }
 }
@@ -367,10 +390,16 @@ pub(crate) fn parent(path: &Path) -> &Path {
     }
 }
 
-/// A refused or unreadable file: the operator must act, so it is a
-/// configuration error naming the variable.
-fn refused(message: String) -> Error {
-    Error::config(crate::KEYRING_FILE, message)
+/// A refused or unreadable file: a configuration error naming the variable
+/// when the operator must mend the file, "Access denied to encryption key"
+/// when the system refuses this process, "KMS service unavailable"
+/// (temporary) for other I/O failures.
+fn refused(refusal: private::Refusal) -> Error {
+    match refusal.kind {
+        RefusalKind::Denied => Error::access_denied(PROVIDER, refusal.message),
+        RefusalKind::Io => Error::unavailable(PROVIDER, refusal.message),
+        _ => Error::config(crate::KEYRING_FILE, refusal.message),
+    }
 }
 
 fn corrupt(path: &Path, why: &str) -> Error {
@@ -421,12 +450,22 @@ mod tests {
             back.version(&id("default"), &KeyVersion::from(3)),
             Err(Error::KeyNotFound { .. })
         ));
-        // No temporary file is left behind.
-        let names: Vec<_> = std::fs::read_dir(tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["keyring.json"]);
+        // No temporary file is left behind; one a killed writer left is
+        // swept by the next change, another keyring's is not.
+        let names = || {
+            let mut v: Vec<String> = std::fs::read_dir(tmp.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(), ["keyring.json"]);
+        std::fs::write(tmp.path().join(".keyring.json.k1LLed.tmp"), "keys").unwrap();
+        std::fs::write(tmp.path().join(".other.json.busy01.tmp"), "keys").unwrap();
+        ring.push(&id("default"), KeyMaterial::generate());
+        ring.save(&path).unwrap();
+        assert_eq!(names(), [".other.json.busy01.tmp", "keyring.json"]);
     }
 
     #[test]
@@ -495,6 +534,26 @@ mod tests {
         };
         assert!(matches!(e, Error::Config { .. }), "{e:?}");
         assert!(!elsewhere.exists(), "the link's target was created");
+    }
+
+    #[test]
+    fn io_failures_are_typed_by_what_the_caller_should_do() {
+        let kind = |e: std::io::Error| refused(Refusal::io(&e, "the keyring file x".into()));
+        let denied = kind(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert_eq!(denied.to_string(), "Access denied to encryption key");
+        let eio = kind(std::io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(eio.to_string(), "KMS service unavailable");
+        assert!(eio.is_temporary(), "{eio:?}");
+        let emfile = kind(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(emfile.is_temporary(), "{emfile:?}");
+        for unsafe_to_use in [
+            std::io::Error::from_raw_os_error(libc::ELOOP),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ] {
+            let e = kind(unsafe_to_use);
+            assert!(matches!(e, Error::Config { .. }), "{e:?}");
+            assert!(e.to_string().contains(crate::KEYRING_FILE), "{e}");
+        }
     }
 
     #[test]

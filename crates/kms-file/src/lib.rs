@@ -87,7 +87,7 @@ impl FileProviderBuilder {
             )
         })?;
         private::check_dir(keyring::parent(&path), "keyring")
-            .map_err(|m| Error::config(KEYRING_FILE, m))?;
+            .map_err(|r| Error::config(KEYRING_FILE, r.message))?;
         Ok(FileProvider {
             path: Arc::from(path),
         })

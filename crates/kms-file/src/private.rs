@@ -18,8 +18,64 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 /// Why a file or directory was refused, or could not be read: a message
-/// naming the path and what to run to mend it, never the content.
-pub type Refusal = String;
+/// naming the path and what to run to mend it, never the content. It reads
+/// as its message (`Display`, and `Deref` to `str`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What kind of failure it is.
+    pub kind: RefusalKind,
+    /// The message.
+    pub message: String,
+}
+
+/// What kind of failure a [`Refusal`] is: what its caller should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalKind {
+    /// The file or its directory is not safe to use (owner, mode, a link,
+    /// not a regular file, too large, missing directory): an operator must
+    /// mend it.
+    Unsafe,
+    /// The operating system refused this process (`EACCES`, `EPERM`).
+    Denied,
+    /// Another I/O failure (`EIO`, `EMFILE`, ...): may pass.
+    Io,
+}
+
+impl Refusal {
+    fn unsafe_to_use(message: String) -> Self {
+        Refusal {
+            kind: RefusalKind::Unsafe,
+            message,
+        }
+    }
+
+    /// `message` for the I/O error `e`, of the kind its error kind says.
+    #[must_use]
+    pub fn io(e: &std::io::Error, message: String) -> Self {
+        let kind = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => RefusalKind::Denied,
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => RefusalKind::Unsafe,
+            // A link met by `O_NOFOLLOW`.
+            _ if e.raw_os_error() == Some(libc::ELOOP) => RefusalKind::Unsafe,
+            _ => RefusalKind::Io,
+        };
+        Refusal { kind, message }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::ops::Deref for Refusal {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
 
 /// The effective uid of this process.
 #[must_use]
@@ -50,31 +106,35 @@ pub fn open_no_follow(path: &Path, write: bool, create: bool) -> std::io::Result
 /// # Errors
 /// Why not.
 pub fn check_dir(dir: &Path, what: &str) -> Result<(), Refusal> {
-    let meta = std::fs::metadata(dir)
-        .map_err(|e| format!("cannot read the {what} directory {}: {e}", dir.display()))?;
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        Refusal::io(
+            &e,
+            format!("cannot read the {what} directory {}: {e}", dir.display()),
+        )
+    })?;
     if !meta.is_dir() {
-        return Err(format!(
+        return Err(Refusal::unsafe_to_use(format!(
             "the {what} directory {} is not a directory",
             dir.display()
-        ));
+        )));
     }
     let uid = current_uid();
     if meta.uid() != uid && meta.uid() != 0 {
-        return Err(format!(
+        return Err(Refusal::unsafe_to_use(format!(
             "the {what} directory {} is owned by uid {}, not by the current user (uid {uid}) \
              or root: its owner could replace or delete the file",
             dir.display(),
             meta.uid()
-        ));
+        )));
     }
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o022 != 0 {
-        return Err(format!(
+        return Err(Refusal::unsafe_to_use(format!(
             "the {what} directory {} has mode {mode:04o}, writable by group or others \
              (who could replace the file); run `chmod 700 {}`",
             dir.display(),
             dir.display()
-        ));
+        )));
     }
     Ok(())
 }
@@ -87,35 +147,35 @@ pub fn check_dir(dir: &Path, what: &str) -> Result<(), Refusal> {
 pub fn check_file(path: &Path, meta: &Metadata, uid: u32, what: &str) -> Result<(), Refusal> {
     let kind = meta.file_type();
     if kind.is_symlink() {
-        return Err(format!(
+        return Err(Refusal::unsafe_to_use(format!(
             "the {what} file {} is a symbolic link; it must be a regular file \
              (point to the directory that holds the file instead)",
             path.display()
-        ));
+        )));
     }
     if !kind.is_file() {
-        return Err(format!(
+        return Err(Refusal::unsafe_to_use(format!(
             "the {what} file {} is not a regular file",
             path.display()
-        ));
+        )));
     }
     if meta.uid() != uid {
-        return Err(format!(
+        return Err(Refusal::unsafe_to_use(format!(
             "the {what} file {} is owned by uid {}, not by the current user (uid {uid}); \
              run `chown {uid} {}` if it is yours",
             path.display(),
             meta.uid(),
             path.display()
-        ));
+        )));
     }
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o7077 != 0 {
-        return Err(format!(
+        return Err(Refusal::unsafe_to_use(format!(
             "the {what} file {} has mode {mode:04o}, open to group or others \
              (it must be 0600); run `chmod 600 {}`",
             path.display(),
             path.display()
-        ));
+        )));
     }
     Ok(())
 }
@@ -148,10 +208,10 @@ pub fn read(path: &Path, limit: usize, what: &str) -> Result<Read, Refusal> {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Missing),
         Err(e) => {
-            return Err(format!(
+            return Err(Refusal::unsafe_to_use(format!(
                 "cannot read the {what} file {}: {e}",
                 path.display()
-            ));
+            )));
         }
     };
     let dir = match path.parent() {
@@ -162,15 +222,18 @@ pub fn read(path: &Path, limit: usize, what: &str) -> Result<Read, Refusal> {
     let uid = current_uid();
     check_file(path, &meta, uid, what)?;
     let cannot = |verb: &str, e: std::io::Error| {
-        format!("cannot {verb} the {what} file {}: {e}", path.display())
+        Refusal::io(
+            &e,
+            format!("cannot {verb} the {what} file {}: {e}", path.display()),
+        )
     };
     let file = open_no_follow(path, false, false).map_err(|e| cannot("open", e))?;
     let opened = file.metadata().map_err(|e| cannot("read", e))?;
     if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
-        return Err(format!(
+        return Err(Refusal::unsafe_to_use(format!(
             "the {what} file {} was replaced while it was being opened",
             path.display()
-        ));
+        )));
     }
     check_file(path, &opened, uid, what)?;
 
@@ -185,10 +248,10 @@ pub fn read(path: &Path, limit: usize, what: &str) -> Result<Read, Refusal> {
         .read_to_end(&mut bytes)
         .map_err(|e| cannot("read", e))?;
     if read > limit {
-        return Err(format!(
+        return Err(Refusal::unsafe_to_use(format!(
             "the {what} file {} is larger than {limit} bytes",
             path.display()
-        ));
+        )));
     }
     Ok(Read::Bytes(bytes))
 }
