@@ -258,7 +258,7 @@ impl KeyProvider for FileProvider {
         HealthStatus::timed(PROVIDER, async move {
             let found = blocking(move || Keyring::load(&path).map(|r| r.is_some()))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| kms_core::provider_support::describe_chain(&e))?;
             if found {
                 Ok(())
             } else {
