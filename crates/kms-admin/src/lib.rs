@@ -46,6 +46,10 @@ struct AdminState {
     config: AdminConfig,
     limiters: limit::Limiters,
     swap_lock: tokio::sync::Mutex<()>,
+    /// When a scrape of `/metrics` last ran a provider health check: at
+    /// most one per [`metrics::SCRAPE_HEALTH_INTERVAL`], shared by
+    /// concurrent scrapes (see `metrics::check_health`).
+    scrape_checked: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// The admin router: the routes in the table above (and `/metrics` when
@@ -70,6 +74,7 @@ pub fn router(shared: SharedKms, config: AdminConfig) -> kms::Result<Router> {
         shared,
         config,
         swap_lock: tokio::sync::Mutex::new(()),
+        scrape_checked: tokio::sync::Mutex::new(None),
     });
     let mut app = Router::new()
         .route(&format!("{BASE_PATH}/health"), get(routes::health))

@@ -1,7 +1,7 @@
 //! The Prometheus side: installing the recorder and exporting the key
 //! cache's and circuit breaker's state at scrape time.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kms::Kms;
 use kms::circuit::CircuitState;
@@ -40,9 +40,22 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
 /// runs: 2 s, well under Prometheus' default scrape timeout (10 s).
 pub(crate) const SCRAPE_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs a provider health check (which sets `kms_provider_healthy`);
-/// one that does not answer within [`SCRAPE_HEALTH_TIMEOUT`] sets it to 0.
-pub(crate) async fn check_health(kms: &Kms) {
+/// The shortest time between two provider health checks run by scrapes
+/// of `/metrics`: 5 s. Scrapes more frequent than that (several
+/// Prometheus servers, or anyone when `/metrics` is public) share the last
+/// check instead of each calling the provider.
+pub(crate) const SCRAPE_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs a provider health check (which sets `kms_provider_healthy`) unless
+/// one ran less than [`SCRAPE_HEALTH_INTERVAL`] ago; concurrent callers
+/// wait for the one running. A check that does not answer within
+/// [`SCRAPE_HEALTH_TIMEOUT`] sets the gauge to 0.
+pub(crate) async fn check_health(kms: &Kms, last: &tokio::sync::Mutex<Option<Instant>>) {
+    let mut last = last.lock().await;
+    if last.is_some_and(|at| at.elapsed() < SCRAPE_HEALTH_INTERVAL) {
+        return;
+    }
+    *last = Some(Instant::now());
     if tokio::time::timeout(SCRAPE_HEALTH_TIMEOUT, kms.health())
         .await
         .is_err()

@@ -627,17 +627,18 @@ pub(crate) async fn put_config(State(state): State<Arc<AdminState>>, Body(body):
     ok(Some("KMS configuration updated"), data, audit)
 }
 
-/// `GET /metrics`: Prometheus text format. Each scrape first runs a
-/// provider health check, bounded to [`crate::metrics::SCRAPE_HEALTH_TIMEOUT`],
-/// so that `kms_provider_healthy` says how the provider is now even when no
-/// one calls the health endpoint (a check that does not answer in time
-/// counts as unhealthy).
+/// `GET /metrics`: Prometheus text format. A scrape first runs a provider
+/// health check (at most one every
+/// [`crate::metrics::SCRAPE_HEALTH_INTERVAL`], bounded to
+/// [`crate::metrics::SCRAPE_HEALTH_TIMEOUT`]), so that `kms_provider_healthy`
+/// says how the provider is now even when no one calls the health endpoint
+/// (a check that does not answer in time counts as unhealthy).
 pub(crate) async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     let Some(handle) = &state.config.metrics else {
         return ApiError::not_found().into_response();
     };
     let kms = state.shared.kms();
-    crate::metrics::check_health(&kms).await;
+    crate::metrics::check_health(&kms, &state.scrape_checked).await;
     crate::metrics::record_gauges(&kms);
     let mut response = handle.render().into_response();
     response.headers_mut().insert(

@@ -674,3 +674,52 @@ async fn metrics_are_served_in_prometheus_format() {
     let r = call(Method::GET, "/metrics").token(None).send(&app).await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+/// A scrape runs a provider health check, so that `kms_provider_healthy`
+/// follows the provider without anyone calling the health endpoint; many
+/// scrapes at once (or anyone, when `/metrics` is public) share one check
+/// every 5 s instead of each calling the provider; a check that hangs
+/// holds a scrape up for 2 s at most. (The gauge's value is checked by the
+/// end-to-end Prometheus test: here other tests of this binary share the
+/// recorder and the provider name.)
+#[tokio::test]
+async fn scrapes_check_the_provider_at_most_every_five_seconds() {
+    let handle = prometheus();
+    let faulty = Arc::new(FaultyProvider::new(MemoryProvider::with_key(
+        KeyId::default(),
+    )));
+    let kms = Kms::builder()
+        .provider_arc(faulty.clone())
+        .retry_attempts(0)
+        .build()
+        .await
+        .unwrap();
+    let mut public = config().metrics(handle);
+    public.metrics_public = true;
+    public.limits.requests_per_minute = 1000;
+    public.limits.burst = 100;
+    let (app, _) = app(kms, public);
+    // The first check also reads the key's retention (kept for a minute).
+    let r = call(Method::GET, "/metrics").token(None).send(&app).await;
+    assert_eq!(r.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(5100)).await;
+    let before = faulty.calls();
+    let scrapes = (0..20).map(|_| call(Method::GET, "/metrics").token(None).send(&app));
+    let answers = futures_util::future::join_all(scrapes).await;
+    assert!(answers.iter().all(|r| r.status == StatusCode::OK));
+    assert_eq!(faulty.calls() - before, 1, "20 scrapes, one health check");
+
+    // Past the interval, the next scrape checks again; a provider that
+    // hangs holds it up for the 2 s bound, not for the request time limit.
+    tokio::time::sleep(Duration::from_millis(5100)).await;
+    faulty.set_fault(Fault::Hang);
+    let started = std::time::Instant::now();
+    let r = call(Method::GET, "/metrics").token(None).send(&app).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(faulty.calls() - before, 2, "one check per interval");
+}
