@@ -428,8 +428,8 @@ async fn repeated_failed_authentications_lock_the_client_out() {
     );
 }
 
-#[tokio::test]
-async fn provider_unavailable_is_503_and_denied_is_403() {
+/// A client on a fault-injecting in-memory provider, without retries.
+async fn faulty_kms() -> (Arc<FaultyProvider>, Kms) {
     let faulty = Arc::new(FaultyProvider::new(MemoryProvider::with_key(
         KeyId::default(),
     )));
@@ -439,6 +439,12 @@ async fn provider_unavailable_is_503_and_denied_is_403() {
         .build()
         .await
         .unwrap();
+    (faulty, kms)
+}
+
+#[tokio::test]
+async fn provider_unavailable_is_503_and_denied_is_403() {
+    let (faulty, kms) = faulty_kms().await;
     let (app, _) = app(kms, config());
     faulty.set_fault(Fault::Temporary);
     let r = call(Method::GET, METADATA).send(&app).await;
@@ -685,15 +691,7 @@ async fn metrics_are_served_in_prometheus_format() {
 #[tokio::test]
 async fn scrapes_check_the_provider_at_most_every_five_seconds() {
     let handle = prometheus();
-    let faulty = Arc::new(FaultyProvider::new(MemoryProvider::with_key(
-        KeyId::default(),
-    )));
-    let kms = Kms::builder()
-        .provider_arc(faulty.clone())
-        .retry_attempts(0)
-        .build()
-        .await
-        .unwrap();
+    let (faulty, kms) = faulty_kms().await;
     let mut public = config().metrics(handle);
     public.metrics_public = true;
     public.limits.requests_per_minute = 1000;
