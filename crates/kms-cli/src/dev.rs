@@ -143,16 +143,6 @@ impl DevKeyring {
     }
 }
 
-/// The key id `--dev` serves: `KMS_KEY_ID`, as every command reads it.
-pub(crate) fn key_id() -> Result<KeyId, Error> {
-    match std::env::var("KMS_KEY_ID") {
-        Ok(v) if !v.trim().is_empty() => {
-            KeyId::new(v.trim()).map_err(|e| Error::config("KMS_KEY_ID", e.to_string()))
-        }
-        _ => Ok(KeyId::default()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;

@@ -120,7 +120,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         return Ok(ExitCode::SUCCESS);
     }
     let dev = match cli.dev {
-        true => Some(dev::DevKeyring::load_or_create(&cli.dev_dir, &dev::key_id()?).await?),
+        true => {
+            // The key id every command serves (`KMS_KEY_ID`), as the facade reads it.
+            let env = |name: &str| std::env::var(name).ok();
+            let key_id = kms::KmsBuilder::from_lookup(env)?.config().key_id;
+            Some(dev::DevKeyring::load_or_create(&cli.dev_dir, &key_id).await?)
+        }
         false => None,
     };
     if let Command::Migrate(args) = cli.command {

@@ -170,10 +170,12 @@ impl Keyring {
         if keyring.format != FORMAT || keyring.format_version != FORMAT_VERSION {
             return Err(corrupt(
                 path,
+                // The `format` field is not quoted: whatever a bad edit put
+                // there (a key?) stays out of the message.
                 &format!(
                     "it is not a `{FORMAT}` file of formatVersion {FORMAT_VERSION} \
-                     (format {:?}, formatVersion {})",
-                    keyring.format, keyring.format_version
+                     (formatVersion {})",
+                    keyring.format_version
                 ),
             ));
         }
@@ -208,16 +210,27 @@ impl Keyring {
             .ok_or_else(|| Error::key_not_found(key_id, None))
     }
 
-    /// Version `version` of `key_id`.
+    /// Version `version` of `key_id`. Versions are numbered 1, 2, 3, ...
+    /// in order ([`Keyring::load`] checks it): version `n` is the `n`th.
     pub(crate) fn version(&self, key_id: &KeyId, version: &KeyVersion) -> Result<DataKey> {
+        let index = version
+            .as_str()
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_sub(1));
         self.entry(key_id)
-            .and_then(|e| {
-                e.versions
-                    .iter()
-                    .find(|s| s.version.to_string() == version.as_str())
-            })
+            .zip(index)
+            .and_then(|(e, i)| e.versions.get(i))
             .map(|s| s.data_key(key_id))
             .ok_or_else(|| Error::key_not_found(key_id, Some(version)))
+    }
+
+    /// The number of the current version of `key_id`, without building its
+    /// key.
+    pub(crate) fn current_version(&self, key_id: &KeyId) -> Option<KeyVersion> {
+        self.entry(key_id)
+            .and_then(|e| e.versions.last())
+            .map(|s| KeyVersion::from(s.version))
     }
 
     /// Every version of `key_id`, oldest first.
@@ -446,10 +459,20 @@ mod tests {
             back.current(&id("missing")),
             Err(Error::KeyNotFound { .. })
         ));
-        assert!(matches!(
-            back.version(&id("default"), &KeyVersion::from(3)),
-            Err(Error::KeyNotFound { .. })
-        ));
+        for missing in ["3", "0", "-1", "x", "18446744073709551616"] {
+            assert!(
+                matches!(
+                    back.version(&id("default"), &KeyVersion::new(missing).unwrap()),
+                    Err(Error::KeyNotFound { .. })
+                ),
+                "{missing}"
+            );
+        }
+        assert_eq!(
+            back.current_version(&id("default")),
+            Some(KeyVersion::from(2))
+        );
+        assert_eq!(back.current_version(&id("missing")), None);
         // No temporary file is left behind; one a killed writer left is
         // swept by the next change, another keyring's is not.
         let names = || {
@@ -484,6 +507,7 @@ mod tests {
         for text in [
             "not json".to_owned(),
             r#"{"format":"other","formatVersion":1,"keys":{}}"#.to_owned(),
+            format!(r#"{{"format":"{key}","formatVersion":1,"keys":{{}}}}"#),
             r#"{"format":"kms-keyring","formatVersion":2,"keys":{}}"#.to_owned(),
             format!(
                 r#"{{"format":"kms-keyring","formatVersion":1,"keys":{{"default":{{"versions":[{}]}}}}}}"#,
@@ -521,6 +545,41 @@ mod tests {
             version(1, &key)
         ));
         assert!(Keyring::load(&path).unwrap().is_some());
+    }
+
+    /// Past the horizon of ordinary use: a keyring that would be too large
+    /// to read back (about 110,000 versions) is refused before anything is
+    /// written, and the file keeps what it had.
+    #[test]
+    fn a_keyring_too_large_to_read_back_is_never_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("keyring.json");
+        let mut ring = Keyring::default();
+        ring.push(&id("default"), KeyMaterial::generate());
+        ring.save(&path).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let entry = ring.keys.get_mut("default").unwrap();
+        let created_at = Utc::now().trunc_subsecs(0);
+        for version in 2..=120_000 {
+            entry.versions.push(Box::new(Stored {
+                version,
+                created_at,
+                key: KeyMaterial::from_bytes([7; 32]),
+            }));
+        }
+        let e = ring.save(&path).unwrap_err();
+        assert!(e.to_string().contains("nothing was written"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        // Just under the limit, it is written and read back.
+        let entry = ring.keys.get_mut("default").unwrap();
+        entry.versions.truncate(90_000);
+        ring.save(&path).unwrap();
+        let back = Keyring::load(&path).unwrap().unwrap();
+        assert_eq!(back.versions(&id("default")).unwrap().len(), 90_000);
+        assert_eq!(
+            back.current_version(&id("default")),
+            Some(KeyVersion::from(90_000))
+        );
     }
 
     #[test]

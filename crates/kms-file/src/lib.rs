@@ -128,7 +128,7 @@ impl FileProvider {
     ) -> Result<Option<DataKey>> {
         let key_id = key_id.clone();
         self.change(move |ring| {
-            if ring.current(&key_id).is_ok() {
+            if ring.current_version(&key_id).is_some() {
                 return Ok(None);
             }
             Ok(Some(ring.push(&key_id, material()?)))
@@ -214,9 +214,10 @@ impl KeyProvider for FileProvider {
     ) -> Result<Option<DataKey>> {
         let (key_id, expected) = (key_id.clone(), expected.clone());
         self.change(move |ring| {
-            let current = ring.current(&key_id)?;
-            Ok((current.version() == &expected)
-                .then(|| ring.push(&key_id, KeyMaterial::generate())))
+            let current = ring
+                .current_version(&key_id)
+                .ok_or_else(|| Error::key_not_found(&key_id, None))?;
+            Ok((current == expected).then(|| ring.push(&key_id, KeyMaterial::generate())))
         })
         .await
     }
